@@ -1,0 +1,148 @@
+"""Shared fixtures: a key ring, a migrated database on SQLite and PostgreSQL, an app.
+
+Storage tests take ``database`` and run once per backend. The PostgreSQL run
+creates a database with a unique name on the server named by
+``VAULT_TEST_DATABASE_URL`` and drops it afterwards. Without that variable
+the PostgreSQL cases are skipped, unless ``VAULT_REQUIRE_POSTGRES=1`` (as in
+CI), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from vault.app import create_app
+from vault.clock import FixedClock
+from vault.config import Settings
+from vault.crypto.keyring import KeyRing
+from vault.db import Database
+from vault.extensions import Runtime
+from vault.migrations import upgrade
+
+POSTGRES_ENV = "VAULT_TEST_DATABASE_URL"
+
+
+def _pg_admin_url() -> str | None:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("VAULT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{POSTGRES_ENV} is not set but VAULT_REQUIRE_POSTGRES=1")
+        pytest.skip(f"{POSTGRES_ENV} not set")
+    return url
+
+
+class PostgresDatabase:
+    """A throw-away PostgreSQL database with a unique name."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin = make_url(admin_url)
+        self.name = f"pv_test_{secrets.token_hex(6)}"
+        self.url = self.admin.set(database=self.name).render_as_string(hide_password=False)
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(
+            host=self.admin.host or "127.0.0.1",
+            port=self.admin.port or 5432,
+            user=self.admin.username or "postgres",
+            password=self.admin.password,
+            dbname=self.admin.database or "postgres",
+            autocommit=True,
+        )
+
+    def create(self) -> None:
+        with self._connect() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+
+    def drop(self) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(self.name)
+                )
+            )
+
+    def libpq_args(self) -> list[str]:
+        return ["-h", self.admin.host or "127.0.0.1", "-p", str(self.admin.port or 5432),
+                "-U", self.admin.username or "postgres", self.name]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL, once per backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'vault.db'}"
+        return
+    pg = PostgresDatabase(_pg_admin_url() or "")
+    pg.create()
+    request.node.pg = pg
+    try:
+        yield pg.url
+    finally:
+        pg.drop()
+
+
+@pytest.fixture
+def postgres(request: pytest.FixtureRequest, database_url: str) -> PostgresDatabase | None:
+    """The PostgreSQL handle behind ``database_url`` (None on SQLite)."""
+    return getattr(request.node, "pg", None)
+
+
+@pytest.fixture
+def keyring(tmp_path: Path) -> KeyRing:
+    ring = KeyRing.generate()
+    ring.save(tmp_path / "keys" / "keyring.json")
+    return ring
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, keyring: KeyRing) -> Settings:
+    return Settings(
+        var_dir=tmp_path,
+        database_url=database_url,
+        keyring_path=keyring.path or tmp_path / "keys" / "keyring.json",
+        environment="test",
+        password_hash_profile="fast",
+    ).resolved()
+
+
+@pytest.fixture
+def runtime(settings: Settings, keyring: KeyRing, clock: FixedClock) -> Iterator[Runtime]:
+    """Services over a freshly migrated database."""
+    upgrade(settings.database_url)
+    rt = Runtime.build(settings, keyring, clock)
+    yield rt
+    rt.database.dispose()
+
+
+@pytest.fixture
+def database(runtime: Runtime) -> Database:
+    return runtime.database
+
+
+@pytest.fixture
+def app(settings: Settings, keyring: KeyRing, clock: FixedClock,
+        runtime: Runtime) -> Iterator[Flask]:
+    application = create_app(settings, keyring=keyring, clock=clock)
+    yield application
+    application.extensions["prefvault"].database.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -1,0 +1,71 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask import Flask, Response
+
+from vault.clock import Clock, SystemClock
+from vault.config import Settings
+from vault.crypto.keyring import KeyRing, KeyRingError
+from vault.errors import ConfigurationError
+from vault.extensions import Runtime, vault_ext
+from vault.logging_setup import configure_logging
+from vault.web import health
+from vault.web.problems import register_problem_handlers
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+def create_app(
+    config: Settings | Mapping[str, object] | None = None,
+    *,
+    keyring: KeyRing | None = None,
+    clock: Clock | None = None,
+) -> Flask:
+    """Build a vault app.
+
+    ``config`` is a ``Settings`` or a mapping of ``Settings`` fields that
+    override the environment. Without a ``keyring`` the key ring file named by
+    the settings is loaded, and a missing one stops the app with a clear
+    ``ConfigurationError``: there are no default secrets.
+    """
+    if isinstance(config, Settings):
+        settings = config
+    else:
+        settings = Settings.from_env()
+        if config:
+            settings = settings.replace(**dict(config))
+    if keyring is None:
+        try:
+            keyring = KeyRing.load(settings.keyring_path)
+        except KeyRingError as exc:
+            raise ConfigurationError(str(exc)) from None
+    configure_logging(settings.log_level)
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=keyring.session_key,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        TESTING=settings.is_test,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.is_production,
+        JSON_SORT_KEYS=False,
+    )
+    vault_ext.init_app(app, Runtime.build(settings, keyring, clock or SystemClock()))
+    register_problem_handlers(app)
+    app.register_blueprint(health.bp)
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        )
+        return response
+
+    return app

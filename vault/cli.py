@@ -1,0 +1,324 @@
+"""The ``prefvault`` command: what an operator runs.
+
+Every command that prints data takes ``--json`` for scripts. Bad arguments,
+bad configuration or a missing key ring print one line on stderr and exit
+with status 2; a failure while working exits with 1. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import click
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.exc import SQLAlchemyError
+
+from vault import __version__
+from vault.clock import SystemClock
+from vault.config import Settings
+from vault.crypto.keyring import KeyRing, KeyRingError
+from vault.errors import ConfigurationError, VaultError
+from vault.extensions import Runtime
+from vault.migrations import alembic_config, upgrade
+from vault.services import merchants as merchant_service
+from vault.services.demo import seed_demo
+from vault.services.keys import retire_keks, rotate_keks
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+class CommandFailed(Exception):
+    """A command could not finish; its message is the one line the operator sees."""
+
+
+def _emit(as_json: bool, data: object, lines: Sequence[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+def _check_schema(settings: Settings, runtime: Runtime) -> None:
+    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    with runtime.database.read_engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        raise ConfigurationError(
+            "the database is not initialised or not up to date: run 'prefvault init' "
+            "or 'prefvault db upgrade'"
+        )
+
+
+def _runtime(settings: Settings | None = None, *, check_schema: bool = True) -> Runtime:
+    """Load the key ring and open the database, refusing clearly if either is missing."""
+    settings = settings or _settings()
+    keyring = KeyRing.load(settings.keyring_path)
+    runtime = Runtime.build(settings, keyring, SystemClock())
+    if check_schema:
+        _check_schema(settings, runtime)
+    return runtime
+
+
+def _init(settings: Settings) -> dict[str, object]:
+    created = False
+    if settings.keyring_path.exists():
+        KeyRing.load(settings.keyring_path)  # refuse a damaged ring rather than overwrite it
+    else:
+        KeyRing.generate().save(settings.keyring_path)
+        created = True
+    settings.var_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    upgrade(settings.database_url)
+    return {"keyring": str(settings.keyring_path), "keyring_created": created,
+            "database": _redact(settings.database_url)}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="prefvault")
+def cli() -> None:
+    """Preference Vault: people decide who may contact them, how and why."""
+
+
+@cli.command()
+@json_option
+def init(as_json: bool) -> None:
+    """Create the key ring (never overwriting one) and bring the database up to date."""
+    result = _init(_settings())
+    ring = "created" if result["keyring_created"] else "kept existing"
+    _emit(as_json, result, [f"key ring: {result['keyring']} ({ring})",
+                            f"database: {result['database']} (up to date)"])
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@json_option
+def db_upgrade(as_json: bool) -> None:
+    """Apply every pending migration."""
+    settings = _settings()
+    upgrade(settings.database_url)
+    _emit(as_json, {"database": _redact(settings.database_url), "status": "up to date"},
+          [f"database: {_redact(settings.database_url)} (up to date)"])
+
+
+def _serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--threads", default=4, show_default=True,
+                        type=click.IntRange(1, 64), help="Threads per worker.")(func)
+    func = click.option("--workers", default=2, show_default=True,
+                        type=click.IntRange(1, 64), help="Worker processes.")(func)
+    func = click.option("--port", default=8000, show_default=True,
+                        type=click.IntRange(1, 65535))(func)
+    return click.option("--host", default="127.0.0.1", show_default=True)(func)
+
+
+@cli.command()
+@_serve_options
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Run the vault under gunicorn."""
+    from vault.server import serve as run_server
+
+    settings = _settings()
+    _runtime(settings).database.dispose()
+    click.echo(f"Preference Vault on http://{host}:{port}", err=True)
+    run_server(settings, host=host, port=port, workers=workers, threads=threads)
+
+
+@cli.command()
+@_serve_options
+@click.option("--no-serve", is_flag=True, help="Only create the demo data and print it.")
+@json_option
+def demo(host: str, port: int, workers: int, threads: int, no_serve: bool,
+         as_json: bool) -> None:
+    """Initialise if needed, create a demo person and shop, print their logins, serve."""
+    import os
+
+    env = dict(os.environ)
+    env.setdefault("VAULT_ENV", "development")
+    env.setdefault("VAULT_ISSUER", f"http://{host}:{port}")
+    settings = Settings.from_env(env)
+    _init(settings)
+    runtime = _runtime(settings)
+    with runtime.database.write() as session:
+        creds = seed_demo(session, accounts=runtime.accounts, clock=runtime.clock)
+    runtime.database.dispose()
+    base = settings.issuer
+    _emit(as_json, {**asdict(creds), "url": base}, [
+        f"Preference Vault demo on {base}",
+        f"  person:   {creds.email} / {creds.password}",
+        f"  merchant: client_id={creds.client_id} client_secret={creds.client_secret}",
+        f"            redirect_uri={creds.redirect_uri}",
+        f"  health:   {base}/health",
+    ])
+    sys.stdout.flush()
+    if not no_serve:
+        from vault.server import serve as run_server
+
+        run_server(settings, host=host, port=port, workers=workers, threads=threads)
+
+
+@cli.group()
+def keys() -> None:
+    """Key-encryption keys."""
+
+
+@keys.command("rotate")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+def keys_rotate(batch_size: int, as_json: bool) -> None:
+    """Add a new KEK and rewrap every data key with it (resumes an unfinished rotation)."""
+    runtime = _runtime()
+
+    def progress(done: int) -> None:
+        if not as_json:
+            click.echo(f"rewrapped {done} data keys", err=True)
+
+    report = rotate_keks(runtime.database, runtime.keyring, clock=runtime.clock,
+                         batch_size=batch_size, on_batch=progress)
+    verb = "resumed" if report.resumed else "rotated to"
+    _emit(as_json, asdict(report),
+          [f"{verb} KEK {report.kek_id}: {report.rewrapped} data keys rewrapped"])
+
+
+@keys.command("retire")
+@json_option
+def keys_retire(as_json: bool) -> None:
+    """Remove KEKs that no data key uses any more (makes older backups unreadable)."""
+    runtime = _runtime()
+    retired = retire_keks(runtime.database, runtime.keyring)
+    _emit(as_json, {"retired": retired},
+          [f"retired {len(retired)} KEK(s)" + (": " + ", ".join(retired) if retired else "")])
+
+
+@cli.group()
+def merchant() -> None:
+    """Merchants (shops) that may ask the vault."""
+
+
+@merchant.command("add")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True,
+              help="Exact redirect URI; repeat for several.")
+@click.option("--webhook-url")
+@click.option("--contact-email", help="The shop's privacy contact, shown on receipts.")
+@click.option("--client-id", help="Choose the client id instead of a random one.")
+@json_option
+def merchant_add(name: str, redirect_uris: tuple[str, ...], webhook_url: str | None,
+                 contact_email: str | None, client_id: str | None, as_json: bool) -> None:
+    """Register a merchant; prints its client secret this once."""
+    runtime = _runtime()
+    with runtime.database.write() as session:
+        issued = merchant_service.register_client(
+            session, clock=runtime.clock, name=name, redirect_uris=redirect_uris,
+            webhook_url=webhook_url, contact_email=contact_email, client_id=client_id)
+    _print_issued(issued, as_json)
+
+
+@merchant.command("list")
+@json_option
+def merchant_list(as_json: bool) -> None:
+    """List merchants and auditors (never their secrets)."""
+    runtime = _runtime()
+    with runtime.database.read() as session:
+        rows = [
+            {"client_id": m.client_id, "name": m.name, "kind": m.kind,
+             "redirect_uris": m.redirect_uris, "webhook_url": m.webhook_url,
+             "created_at": m.created_at.isoformat()}
+            for m in merchant_service.list_clients(session)
+        ]
+    _emit(as_json, rows, [f"{r['client_id']}\t{r['kind']}\t{r['name']}" for r in rows]
+          or ["no merchants yet"])
+
+
+@merchant.command("rotate-secret")
+@click.argument("client_id")
+@json_option
+def merchant_rotate_secret(client_id: str, as_json: bool) -> None:
+    """Give a merchant a new client secret; the old one stops working."""
+    runtime = _runtime()
+    with runtime.database.write() as session:
+        issued = merchant_service.rotate_client_secret(session, client_id, clock=runtime.clock)
+    _print_issued(issued, as_json)
+
+
+@cli.group()
+def auditor() -> None:
+    """Auditors who export and verify the consent log."""
+
+
+@auditor.command("add")
+@click.option("--name", required=True)
+@json_option
+def auditor_add(name: str, as_json: bool) -> None:
+    """Register an auditor client (client credentials, scope audit:read only)."""
+    runtime = _runtime()
+    with runtime.database.write() as session:
+        issued = merchant_service.register_client(session, clock=runtime.clock, name=name,
+                                                  kind="auditor")
+    _print_issued(issued, as_json)
+
+
+def _print_issued(issued: merchant_service.IssuedClient, as_json: bool) -> None:
+    _emit(as_json, {"client_id": issued.client_id, "client_secret": issued.client_secret},
+          [f"client_id:     {issued.client_id}",
+           f"client_secret: {issued.client_secret}",
+           "The secret is shown only now; store it safely."])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run the command and turn every failure into one line and a status."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="prefvault",
+                 standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        return EXIT_USAGE
+    except click.UsageError as exc:
+        click.echo(f"prefvault: {exc.format_message()}", err=True)
+        return EXIT_USAGE
+    except click.Abort:
+        click.echo("prefvault: aborted", err=True)
+        return EXIT_FAILURE
+    except click.ClickException as exc:
+        click.echo(f"prefvault: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except (KeyRingError, ConfigurationError) as exc:
+        click.echo(f"prefvault: {exc}", err=True)
+        return EXIT_USAGE
+    except VaultError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        click.echo(f"prefvault: {exc.detail}{where}", err=True)
+        return EXIT_USAGE if exc.status in (400, 404, 409) else EXIT_FAILURE
+    except SQLAlchemyError as exc:
+        click.echo(f"prefvault: database error: {type(exc.__cause__ or exc).__name__}: "
+                   f"{str(getattr(exc, 'orig', exc)).splitlines()[0]}", err=True)
+        return EXIT_FAILURE
+    except OSError as exc:
+        click.echo(f"prefvault: {exc.strerror or exc}", err=True)
+        return EXIT_FAILURE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

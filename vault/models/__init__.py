@@ -1,0 +1,32 @@
+"""Storage tables (SQLModel). Importing this package registers every table.
+
+Every personal value is stored as ciphertext (``bytes`` columns noted as
+sealed); see ``vault.crypto.envelope`` for the format. Plain columns hold only
+random ids, statuses, times and the vocabulary of DESIGN.md.
+"""
+
+from sqlmodel import SQLModel
+
+from vault.models.audit import AuditEvent, AuditHead
+from vault.models.contact import ContactEvent
+from vault.models.merchant import Merchant
+from vault.models.outbox import WebhookOutbox
+from vault.models.person import GlobalRules, Person, PersonKey, Profile
+from vault.models.subscription import ContactPermission, Subscription
+
+metadata = SQLModel.metadata
+
+__all__ = [
+    "AuditEvent",
+    "AuditHead",
+    "ContactEvent",
+    "ContactPermission",
+    "GlobalRules",
+    "Merchant",
+    "Person",
+    "PersonKey",
+    "Profile",
+    "Subscription",
+    "WebhookOutbox",
+    "metadata",
+]

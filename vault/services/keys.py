@@ -1,0 +1,169 @@
+"""People's data keys: create, find, rotate their wrapping, destroy.
+
+A data key only exists in memory unwrapped. The small cache here is keyed by
+the wrapped bytes read from the database, so it can never serve a key whose
+row has been deleted (erased) or rewrapped: it is safe to lose and safe to
+keep across requests.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from threading import Lock
+
+from sqlmodel import Session, select
+
+from vault.clock import Clock
+from vault.crypto.envelope import DataKey, unwrap_key, wrap_key
+from vault.crypto.keyring import KeyRing
+from vault.db import Database
+from vault.errors import NotFound
+from vault.models import PersonKey
+from vault.services.audit import AuditTag, record_event
+
+
+class DataKeys:
+    """Creates and opens people's data keys with the key ring's KEKs."""
+
+    def __init__(self, keyring: KeyRing, *, cache_size: int = 10_000) -> None:
+        self.keyring = keyring
+        self._cache: OrderedDict[tuple[str, bytes], DataKey] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = Lock()
+
+    def create(self, session: Session, person_id: str, *, clock: Clock) -> DataKey:
+        """Make and store a fresh data key for a new person."""
+        raw = DataKey.generate()
+        kek_id = self.keyring.active_kek_id
+        session.add(
+            PersonKey(
+                person_id=person_id,
+                kek_id=kek_id,
+                wrapped=wrap_key(self.keyring.active_kek, kek_id, person_id, raw),
+                created_at=clock.now(),
+            )
+        )
+        return DataKey(raw)
+
+    def open(self, person_id: str, kek_id: str, wrapped: bytes) -> DataKey:
+        """Unwrap a data key read from storage (cached by its wrapped bytes)."""
+        cache_key = (person_id, wrapped)
+        with self._lock:
+            key = self._cache.get(cache_key)
+            if key is not None:
+                self._cache.move_to_end(cache_key)
+                return key
+        key = DataKey(unwrap_key(self.keyring.kek(kek_id), kek_id, person_id, wrapped))
+        with self._lock:
+            self._cache[cache_key] = key
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return key
+
+    def for_person(self, session: Session, person_id: str) -> DataKey:
+        """The person's data key; ``NotFound`` when it was never made or was shredded."""
+        row = session.get(PersonKey, person_id)
+        if row is None:
+            raise NotFound("no data key for this person")
+        return self.open(person_id, row.kek_id, row.wrapped)
+
+    def shred(self, session: Session, person_id: str) -> None:
+        """Destroy the person's data key: crypto-shredding."""
+        row = session.get(PersonKey, person_id)
+        if row is not None:
+            session.delete(row)
+        with self._lock:
+            for cache_key in [k for k in self._cache if k[0] == person_id]:
+                del self._cache[cache_key]
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    """What a KEK rotation did."""
+
+    kek_id: str
+    resumed: bool
+    rewrapped: int
+    remaining: int
+
+
+def rotate_keks(
+    database: Database,
+    keyring: KeyRing,
+    *,
+    clock: Clock,
+    batch_size: int = 500,
+    on_batch: Callable[[int], None] | None = None,
+) -> RotationReport:
+    """Wrap every data key under a new KEK, leaving the data untouched.
+
+    The new KEK is saved to the key ring file before any data key is
+    rewrapped, and each batch commits on its own, so a rotation stopped at
+    any point is finished by running it again: it then resumes with the KEK
+    it had already added instead of adding another. Old KEKs stay in the
+    ring (see ``retire_keks``) so anything not yet rewrapped still opens.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    with database.read() as session:
+        unfinished = session.exec(
+            select(PersonKey.person_id).where(PersonKey.kek_id != keyring.active_kek_id).limit(1)
+        ).first()
+    resumed = unfinished is not None
+    if not resumed:
+        keyring.add_kek()
+        keyring.save()
+    new_id = keyring.active_kek_id
+    new_kek = keyring.active_kek
+    done = 0
+    while True:
+        with database.write() as session:
+            rows = session.exec(
+                select(PersonKey)
+                .where(PersonKey.kek_id != new_id)
+                .order_by(PersonKey.person_id)
+                .limit(batch_size)
+                .with_for_update()
+            ).all()
+            for row in rows:
+                raw = unwrap_key(keyring.kek(row.kek_id), row.kek_id, row.person_id, row.wrapped)
+                row.wrapped = wrap_key(new_kek, new_id, row.person_id, raw)
+                row.kek_id = new_id
+                row.rewrapped_at = clock.now()
+                session.add(row)
+        done += len(rows)
+        if not rows:
+            break
+        if on_batch is not None:
+            on_batch(done)
+    _record_rotation(database, clock=clock, kek_id=new_id, rewrapped=done, resumed=resumed)
+    return RotationReport(kek_id=new_id, resumed=resumed, rewrapped=done, remaining=0)
+
+
+def retire_keks(database: Database, keyring: KeyRing) -> list[str]:
+    """Remove from the ring every KEK no data key is wrapped with any more.
+
+    After this, a database copy taken before the last rotation can no longer
+    be opened, which is how erasure reaches old backups.
+    """
+    with database.read() as session:
+        in_use = set(session.exec(select(PersonKey.kek_id).distinct()).all())
+    retired = keyring.retire_keks(in_use)
+    if retired:
+        keyring.save()
+    return retired
+
+
+def _record_rotation(
+    database: Database, *, clock: Clock, kek_id: str, rewrapped: int, resumed: bool
+) -> None:
+    with database.write() as session:
+        record_event(
+            session,
+            clock=clock,
+            tag=AuditTag.KEK_ROTATED,
+            actor="operator",
+            data={"kek_id": kek_id, "rewrapped": rewrapped, "resumed": resumed},
+        )

@@ -1,0 +1,1 @@
+"""HTTP layers shared by the API and the UI: health, problem details."""
