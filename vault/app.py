@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 from flask import Flask, Response
+from flask_wtf import CSRFProtect
 
 from vault.clock import Clock, SystemClock
 from vault.config import Settings
@@ -12,10 +14,17 @@ from vault.crypto.keyring import KeyRing, KeyRingError
 from vault.errors import ConfigurationError
 from vault.extensions import Runtime, vault_ext
 from vault.logging_setup import configure_logging
+from vault.oauth import views as oauth_views
+from vault.oauth.server import config_oauth
+from vault.ui import views as ui_views
+from vault.ui.session import current_person_id
 from vault.web import health
 from vault.web.problems import register_problem_handlers
+from vault.web.request_db import init_request_db
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+
+csrf = CSRFProtect()
 
 
 def create_app(
@@ -52,11 +61,25 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.is_production,
-        JSON_SORT_KEYS=False,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        WTF_CSRF_TIME_LIMIT=None,
     )
     vault_ext.init_app(app, Runtime.build(settings, keyring, clock or SystemClock()))
     register_problem_handlers(app)
+    init_request_db(app)
+    config_oauth(app)
+    csrf.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(oauth_views.bp)
+    app.register_blueprint(ui_views.bp)
+    # Client-authenticated endpoints: no cookies involved, so no CSRF token either.
+    for view in (oauth_views.issue_token, oauth_views.revoke_token,
+                 oauth_views.introspect_token, oauth_views.userinfo):
+        csrf.exempt(view)
+
+    @app.context_processor
+    def _template_globals() -> dict[str, object]:
+        return {"person_logged_in": current_person_id() is not None}
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

@@ -80,13 +80,13 @@ def _runtime(settings: Settings | None = None, *, check_schema: bool = True) -> 
 
 
 def _init(settings: Settings) -> dict[str, object]:
-    created = False
-    if settings.keyring_path.exists():
+    created = not settings.keyring_path.exists()
+    if not created:
         KeyRing.load(settings.keyring_path)  # refuse a damaged ring rather than overwrite it
-    else:
-        KeyRing.generate().save(settings.keyring_path)
-        created = True
+    # Before saving the ring, whose parent folders would otherwise get umask modes.
     settings.var_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if created:
+        KeyRing.generate().save(settings.keyring_path)
     upgrade(settings.database_url)
     return {"keyring": str(settings.keyring_path), "keyring_created": created,
             "database": _redact(settings.database_url)}

@@ -70,7 +70,7 @@ class SigningKey:
     def public_jwk(self) -> dict[str, str]:
         """The RFC 8037 JWK of the public half, as published in the JWKS."""
         x = base64.urlsafe_b64encode(self.public_bytes()).rstrip(b"=").decode()
-        return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.kid, "alg": "EdDSA",
+        return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.kid, "alg": "Ed25519",
                 "use": "sig"}
 
 

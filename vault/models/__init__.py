@@ -10,6 +10,7 @@ from sqlmodel import SQLModel
 from vault.models.audit import AuditEvent, AuditHead
 from vault.models.contact import ContactEvent
 from vault.models.merchant import Merchant
+from vault.models.oauth import AuthorizationCode, OAuthToken
 from vault.models.outbox import WebhookOutbox
 from vault.models.person import GlobalRules, Person, PersonKey, Profile
 from vault.models.subscription import ContactPermission, Subscription
@@ -19,10 +20,12 @@ metadata = SQLModel.metadata
 __all__ = [
     "AuditEvent",
     "AuditHead",
+    "AuthorizationCode",
     "ContactEvent",
     "ContactPermission",
     "GlobalRules",
     "Merchant",
+    "OAuthToken",
     "Person",
     "PersonKey",
     "Profile",

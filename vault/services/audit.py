@@ -35,6 +35,8 @@ class AuditTag(StrEnum):
     MERCHANT_REGISTERED = "operator:merchant:registered"
     MERCHANT_SECRET_ROTATED = "operator:merchant:secret_rotated"  # noqa: S105
     KEK_ROTATED = "operator:kek:rotated"
+    SUBSCRIPTION_GRANTED = "subscription:grant:approved"
+    SUBSCRIPTION_REVOKED = "subscription:grant:revoked"
 
 
 def canonical_json(value: object) -> str:

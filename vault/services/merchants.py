@@ -17,10 +17,9 @@ from vault.models import Merchant
 from vault.models.merchant import AUDITOR, MERCHANT
 from vault.models.types import new_id
 from vault.services.audit import AuditTag, record_event
+from vault.services.scopes import AUDITOR_SCOPES, MERCHANT_SCOPES
 from vault.services.validation import clean_email, clean_text
 
-MERCHANT_SCOPES = ("decisions", "contacts:write", "subscriptions:read")
-AUDITOR_SCOPES = ("audit:read",)
 _CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 

@@ -45,6 +45,11 @@ class QuietHours:
     def to_json(self) -> dict[str, str]:
         return {"start": self.start.strftime("%H:%M"), "end": self.end.strftime("%H:%M")}
 
+    @classmethod
+    def from_json(cls, doc: Mapping[str, object]) -> QuietHours:
+        return cls(clean_clock_time(doc.get("start"), field="quiet_hours.start"),
+                   clean_clock_time(doc.get("end"), field="quiet_hours.end"))
+
 
 @dataclass(frozen=True)
 class RuleSet:

@@ -1,0 +1,169 @@
+"""Subscriptions: a person grants a merchant terms, and can take them back.
+
+A grant creates the subscription (or updates it when the person connects the
+same merchant again) with exactly the permissions the person ticked, and
+revocation ends it at once. Each writes its audit event and queues its
+webhook in the caller's transaction, so the change, the evidence and the
+notification commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from vault.clock import Clock
+from vault.errors import NotFound
+from vault.models import ContactPermission, Merchant, Subscription
+from vault.models.oauth import OAuthToken
+from vault.models.subscription import ACTIVE, REVOKED
+from vault.models.types import new_id
+from vault.services.audit import AuditTag, record_event
+from vault.services.keys import DataKeys
+from vault.services.outbox import queue_webhook
+from vault.services.permissions import PermissionGrid, grid_from_pairs, open_grid, seal_grid
+from vault.services.scopes import PersonGrant
+
+_TABLE = "subscription"
+
+
+def new_subject() -> str:
+    """A pairwise subject id: random, so two merchants' ids for one person never match."""
+    return "sub_" + secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True)
+class SubscriptionView:
+    """A subscription in clear, as its person sees it."""
+
+    id: str
+    subject: str
+    merchant_id: str
+    status: str
+    permissions: PermissionGrid
+    shared_fields: tuple[str, ...]
+
+    @property
+    def grant(self) -> PersonGrant:
+        allowed = tuple(k for k, p in self.permissions.items() if p.allowed)
+        return PersonGrant(contact=allowed, profile=self.shared_fields)
+
+
+def _seal_fields(data_keys: DataKeys, session: Session, sub: Subscription,
+                 fields: tuple[str, ...]) -> bytes:
+    key = data_keys.for_person(session, sub.person_id)
+    return key.encrypt(json.dumps(list(fields)).encode(), table=_TABLE, row_id=sub.id,
+                       field="shared_fields")
+
+
+def view(session: Session, sub: Subscription, *, data_keys: DataKeys) -> SubscriptionView:
+    """Decrypt a subscription's terms."""
+    grid: PermissionGrid = {}
+    fields: tuple[str, ...] = ()
+    if sub.status != "erased":
+        key = data_keys.for_person(session, sub.person_id)
+        row = session.get(ContactPermission, sub.id)
+        if row is not None:
+            grid = open_grid(key, row)
+        if sub.shared_fields is not None:
+            fields = tuple(json.loads(key.decrypt(sub.shared_fields, table=_TABLE,
+                                                  row_id=sub.id, field="shared_fields")))
+    return SubscriptionView(sub.id, sub.subject, sub.merchant_id, sub.status, grid, fields)
+
+
+def find_for(session: Session, person_id: str, merchant_id: str) -> Subscription | None:
+    return session.exec(
+        select(Subscription).where(Subscription.person_id == person_id,
+                                   Subscription.merchant_id == merchant_id)
+    ).first()
+
+
+def grant(
+    session: Session,
+    *,
+    person_id: str,
+    merchant: Merchant,
+    granted: PersonGrant,
+    requested: PersonGrant,
+    data_keys: DataKeys,
+    clock: Clock,
+) -> Subscription:
+    """Create or update the person's subscription to ``merchant`` with exactly ``granted``."""
+    now = clock.now()
+    sub = find_for(session, person_id, merchant.id)
+    created = sub is None
+    previous: PermissionGrid = {}
+    if sub is None:
+        sub = Subscription(id=new_id(), person_id=person_id, merchant_id=merchant.id,
+                           subject=new_subject(), status=ACTIVE, created_at=now,
+                           updated_at=now)
+        session.add(sub)
+        session.flush()
+    else:
+        previous = view(session, sub, data_keys=data_keys).permissions
+        sub.status = ACTIVE
+        sub.revoked_at = None
+        sub.updated_at = now
+    key = data_keys.for_person(session, person_id)
+    grid = grid_from_pairs(granted.contact, previous)
+    sub.shared_fields = _seal_fields(data_keys, session, sub, granted.profile)
+    session.add(sub)
+    row = session.get(ContactPermission, sub.id)
+    if row is None:
+        session.add(ContactPermission(subscription_id=sub.id, record=seal_grid(key, sub.id, grid),
+                                      version=1, updated_at=now))
+    else:
+        row.record = seal_grid(key, sub.id, grid)
+        row.version += 1
+        row.updated_at = now
+        session.add(row)
+    record_event(session, clock=clock, tag=AuditTag.SUBSCRIPTION_GRANTED,
+                 actor=f"person:{person_id}", person_ref=person_id, merchant_id=merchant.id,
+                 subject=sub.subject,
+                 data={"granted": granted.scope, "requested": requested.scope,
+                       "method": "consent_page", "created": created})
+    queue_webhook(session, clock=clock, merchant_id=merchant.id,
+                  event_type="subscription.created" if created else "subscription.updated",
+                  subject=sub.subject, data={"scope": granted.scope, "status": ACTIVE})
+    session.flush()
+    return sub
+
+
+def revoke(
+    session: Session, *, person_id: str, subscription_id: str, clock: Clock
+) -> Subscription:
+    """End a subscription now: status, every token of the grant, audit event, webhook."""
+    sub = session.get(Subscription, subscription_id, with_for_update=True)
+    if sub is None or sub.person_id != person_id:
+        raise NotFound("no such subscription")
+    if sub.status != ACTIVE:
+        return sub
+    now = clock.now()
+    sub.status = REVOKED
+    sub.revoked_at = now
+    sub.updated_at = now
+    session.add(sub)
+    session.execute(
+        update(OAuthToken)
+        .where(OAuthToken.subscription_id == sub.id, OAuthToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    record_event(session, clock=clock, tag=AuditTag.SUBSCRIPTION_REVOKED,
+                 actor=f"person:{person_id}", person_ref=person_id,
+                 merchant_id=sub.merchant_id, subject=sub.subject, data={})
+    queue_webhook(session, clock=clock, merchant_id=sub.merchant_id,
+                  event_type="subscription.revoked", subject=sub.subject,
+                  data={"status": REVOKED})
+    session.flush()
+    return sub
+
+
+def list_for_person(session: Session, person_id: str) -> list[Subscription]:
+    return list(session.exec(
+        select(Subscription).where(Subscription.person_id == person_id)
+        .order_by(Subscription.created_at)
+    ))

@@ -1,0 +1,1 @@
+"""The person's web pages (server-rendered, CSRF on every form)."""
