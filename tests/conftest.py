@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from psycopg import sql
 from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
 
 from vault.app import create_app
 from vault.clock import FixedClock
@@ -146,3 +149,40 @@ def app(settings: Settings, keyring: KeyRing, clock: FixedClock,
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+class LiveVault:
+    """A vault served over real HTTP on 127.0.0.1, in a thread of the test process.
+
+    The clock is the test's ``FixedClock``, so expiry can be tested by moving it.
+    """
+
+    def __init__(self, base_url: str, app: Flask, runtime: Runtime, clock: FixedClock) -> None:
+        self.base_url = base_url
+        self.app = app
+        self.runtime = runtime
+        self.clock = clock
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def live_vault(settings: Settings, keyring: KeyRing, clock: FixedClock,
+               runtime: Runtime) -> Iterator[LiveVault]:
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    application = create_app(settings.replace(issuer=base_url), keyring=keyring, clock=clock)
+    server = make_server("127.0.0.1", port, application, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LiveVault(base_url, application, application.extensions["prefvault"], clock)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+        application.extensions["prefvault"].database.dispose()

@@ -8,6 +8,7 @@ from datetime import timedelta
 from flask import Flask, Response
 from flask_wtf import CSRFProtect
 
+from vault.api import init_api
 from vault.clock import Clock, SystemClock
 from vault.config import Settings
 from vault.crypto.keyring import KeyRing, KeyRingError
@@ -72,6 +73,10 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(oauth_views.bp)
     app.register_blueprint(ui_views.bp)
+    init_api(app)
+    # The API authenticates with bearer tokens, never cookies: CSRF does not apply.
+    for blueprint_name in ("decisions", "contacts", "subscriptions"):
+        csrf.exempt(app.blueprints[blueprint_name])
     # Client-authenticated endpoints: no cookies involved, so no CSRF token either.
     for view in (oauth_views.issue_token, oauth_views.revoke_token,
                  oauth_views.introspect_token, oauth_views.userinfo):

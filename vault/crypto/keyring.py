@@ -147,7 +147,7 @@ class KeyRing:
                 session_key=_unb64(doc["session_key"], length=32, what="session key"),
                 signing_keys=signing,
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise KeyRingError(f"key ring: missing or malformed entry {exc}") from None
         if active not in keks:
             raise KeyRingError("key ring: the active KEK is not in the ring")

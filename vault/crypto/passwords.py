@@ -32,7 +32,7 @@ class Passwords:
     def verify(self, stored: str | None, password: str) -> bool:
         """True when ``password`` matches; checks a dummy hash when there is none."""
         try:
-            return self._hasher.verify(stored or self._dummy, password) and stored is not None
+            return self._hasher.verify(stored or self._dummy, password) and bool(stored)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

@@ -9,6 +9,7 @@ from sqlmodel import SQLModel
 
 from vault.models.audit import AuditEvent, AuditHead
 from vault.models.contact import ContactEvent
+from vault.models.decision import Decision, DecisionBatch
 from vault.models.merchant import Merchant
 from vault.models.oauth import AuthorizationCode, OAuthToken
 from vault.models.outbox import WebhookOutbox
@@ -23,6 +24,8 @@ __all__ = [
     "AuthorizationCode",
     "ContactEvent",
     "ContactPermission",
+    "Decision",
+    "DecisionBatch",
     "GlobalRules",
     "Merchant",
     "OAuthToken",

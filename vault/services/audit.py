@@ -37,6 +37,9 @@ class AuditTag(StrEnum):
     KEK_ROTATED = "operator:kek:rotated"
     SUBSCRIPTION_GRANTED = "subscription:grant:approved"
     SUBSCRIPTION_REVOKED = "subscription:grant:revoked"
+    PERMISSION_CHANGED = "subscription:permission:changed"
+    CONTACT_REPORTED = "contact:report:allowed"
+    CONTACT_VIOLATION = "contact:report:violation"
 
 
 def canonical_json(value: object) -> str:

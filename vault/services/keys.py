@@ -36,16 +36,32 @@ class DataKeys:
     def create(self, session: Session, person_id: str, *, clock: Clock) -> DataKey:
         """Make and store a fresh data key for a new person."""
         raw = DataKey.generate()
-        kek_id = self.keyring.active_kek_id
+        kek_id, kek = self._active_kek()
         session.add(
             PersonKey(
                 person_id=person_id,
                 kek_id=kek_id,
-                wrapped=wrap_key(self.keyring.active_kek, kek_id, person_id, raw),
+                wrapped=wrap_key(kek, kek_id, person_id, raw),
                 created_at=clock.now(),
             )
         )
         return DataKey(raw)
+
+    def _active_kek(self) -> tuple[str, bytes]:
+        """The active KEK as the key ring file names it now.
+
+        A long-running process holds its ring in memory while an operator
+        rotates (and then retires) KEKs from another process; a data key
+        wrapped under the stale active KEK would be lost once that KEK is
+        retired. So the file, when there is one, decides.
+        """
+        ring = self.keyring
+        if ring.path is not None:
+            fresh = KeyRing.load(ring.path)
+            if fresh.active_kek_id != ring.active_kek_id:
+                ring.keks[fresh.active_kek_id] = fresh.active_kek
+                ring.active_kek_id = fresh.active_kek_id
+        return ring.active_kek_id, ring.active_kek
 
     def open(self, person_id: str, kek_id: str, wrapped: bytes) -> DataKey:
         """Unwrap a data key read from storage (cached by its wrapped bytes)."""

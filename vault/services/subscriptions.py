@@ -9,6 +9,7 @@ notification commit together.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from vault.clock import Clock
-from vault.errors import NotFound
+from vault.errors import NotFound, ValidationFailed
 from vault.models import ContactPermission, Merchant, Subscription
 from vault.models.oauth import OAuthToken
 from vault.models.subscription import ACTIVE, REVOKED
@@ -167,3 +168,60 @@ def list_for_person(session: Session, person_id: str) -> list[Subscription]:
         select(Subscription).where(Subscription.person_id == person_id)
         .order_by(Subscription.created_at)
     ))
+
+
+def describe(session: Session, sub: Subscription, *, data_keys: DataKeys) -> dict[str, object]:
+    """A subscription as its merchant may see it: terms, never profile values."""
+    terms = view(session, sub, data_keys=data_keys)
+    return {
+        "subject": sub.subject,
+        "status": sub.status,
+        "created_at": sub.created_at,
+        "updated_at": sub.updated_at,
+        "permissions": [
+            {**p.to_json(), "expires_at": p.expires_at}
+            for p in terms.permissions.values()
+        ] if sub.status == ACTIVE else [],
+        "shared_fields": list(terms.shared_fields) if sub.status == ACTIVE else [],
+    }
+
+
+def describe_for_merchant(
+    session: Session, merchant_id: str, subject: str, *, data_keys: DataKeys
+) -> dict[str, object]:
+    sub = session.exec(
+        select(Subscription).where(Subscription.merchant_id == merchant_id,
+                                   Subscription.subject == subject)
+    ).first()
+    if sub is None:
+        raise NotFound("no subscription with this subject", field="subject")
+    return describe(session, sub, data_keys=data_keys)
+
+
+def _decode_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        value = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed("cursor is not valid", field="cursor") from None
+    if not value.isalnum() or len(value) > 32:
+        raise ValidationFailed("cursor is not valid", field="cursor")
+    return value
+
+
+def page_for_merchant(
+    session: Session, merchant_id: str, *, cursor: str | None, limit: int, data_keys: DataKeys
+) -> tuple[list[dict[str, object]], str | None]:
+    """One page of the merchant's subscriptions, ordered by id, and the next cursor."""
+    after = _decode_cursor(cursor)
+    query = select(Subscription).where(Subscription.merchant_id == merchant_id)
+    if after is not None:
+        query = query.where(Subscription.id > after)
+    rows = list(session.exec(query.order_by(Subscription.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [describe(session, sub, data_keys=data_keys) for sub in rows]
+    next_cursor = (base64.urlsafe_b64encode(rows[-1].id.encode()).rstrip(b"=").decode()
+                   if more and rows else None)
+    return items, next_cursor

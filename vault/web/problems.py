@@ -23,18 +23,45 @@ def problem_response(body: dict[str, object], status: int) -> Response:
     return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
 
 
+def _first_field(messages: object, prefix: str = "") -> str | None:
+    """The dotted path of the first invalid input in webargs' nested messages."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key in ("json", "query", "form", "headers", "view_args"):
+                return _first_field(value, prefix)
+            path = f"{prefix}.{key}" if prefix else str(key)
+            deeper = _first_field(value, path)
+            return deeper or path
+    return prefix or None
+
+
 def _http_problem(error: HTTPException) -> Response:
     status = error.code or 500
     slug = (error.name or "error").lower().replace(" ", "-")
-    response = problem_response(
-        {"type": PROBLEM_BASE + slug, "title": error.name, "status": status,
-         "detail": error.description},
-        status,
-    )
+    body: dict[str, object] = {"type": PROBLEM_BASE + slug, "title": error.name,
+                               "status": status, "detail": error.description}
+    data = getattr(error, "data", None)
+    if isinstance(data, dict) and "messages" in data:
+        messages = data["messages"]
+        body["type"] = PROBLEM_BASE + "invalid-request"
+        body["detail"] = "The request failed validation."
+        body["errors"] = messages.get("json", messages) if isinstance(messages, dict) \
+            else messages
+        field = _first_field(messages)
+        if field:
+            body["field"] = field
+            body["detail"] = f"Invalid value for {field}."
+    original = error.get_response()
+    if status == 401:
+        body["type"] = PROBLEM_BASE + "unauthenticated"
+        body["detail"] = "A valid access token is required."
+    elif status == 403 and original.headers.get("WWW-Authenticate"):
+        body["type"] = PROBLEM_BASE + "insufficient-scope"
+        body["detail"] = "The access token lacks the scope this route needs."
+    response = problem_response(body, status)
     for header in ("Allow", "Retry-After", "WWW-Authenticate"):
-        original = error.get_response().headers.get(header)
-        if original:
-            response.headers[header] = original
+        if original.headers.get(header):
+            response.headers[header] = original.headers[header]
     return response
 
 

@@ -1,0 +1,61 @@
+"""``POST /decisions`` and ``POST /decisions/batch``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from flask_smorest import Blueprint
+
+from vault.api.auth import current_merchant, merchant_required
+from vault.api.docs import problems
+from vault.api.schemas import (
+    BatchRequestSchema,
+    BatchResponseSchema,
+    DecisionRequestSchema,
+    DecisionSchema,
+)
+from vault.extensions import runtime
+from vault.services import contacting
+from vault.web.request_db import commit, db_session
+
+blp = Blueprint("decisions", __name__, description="May I reach this person, and how?")
+
+SECURITY = [{"oauth2": ["decisions"]}]
+@blp.route("/decisions", methods=["POST"])
+@blp.arguments(DecisionRequestSchema)
+@blp.response(200, DecisionSchema)
+@blp.doc(security=SECURITY)
+@problems(blp, 400, 401, 403, 413)
+@merchant_required("decisions")
+def ask_decision(body: dict[str, object]) -> dict[str, object]:
+    """Ask whether a person may be reached over a channel for a purpose.
+
+    The answer explains itself (`reason`), gives the address only when the
+    grant shares it (`reach`), lists the `alternatives` the person allows for
+    the same purpose, and says how long it may be cached (`valid_until`).
+    """
+    rt = runtime()
+    result = contacting.decide(
+        db_session(), merchant_id=current_merchant().id, subject=str(body["subject"]),
+        channel=str(body["channel"]), purpose=str(body["purpose"]),
+        at=body.get("at"), data_keys=rt.data_keys, clock=rt.clock)  # type: ignore[arg-type]
+    commit()
+    return asdict(result)
+
+
+@blp.route("/decisions/batch", methods=["POST"])
+@blp.arguments(BatchRequestSchema)
+@blp.response(200, BatchResponseSchema)
+@blp.doc(security=SECURITY)
+@problems(blp, 400, 401, 403, 413)
+@merchant_required("decisions")
+def ask_batch(body: dict[str, object]) -> dict[str, object]:
+    """Ask for up to 10,000 subjects at once (a campaign); results in input order."""
+    rt = runtime()
+    results = contacting.decide_batch(
+        db_session(), merchant_id=current_merchant().id,
+        subjects=list(body["subjects"]),  # type: ignore[call-overload]
+        channel=str(body["channel"]), purpose=str(body["purpose"]), at=body.get("at"),  # type: ignore[arg-type]
+        data_keys=rt.data_keys, clock=rt.clock)
+    commit()
+    return {"results": results}
