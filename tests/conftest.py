@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -63,9 +64,13 @@ class PostgresDatabase:
             autocommit=True,
         )
 
-    def create(self) -> None:
+    def create(self, template: str | None = None) -> None:
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name))
+        if template is not None:
+            query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(self.name), sql.Identifier(template))
         with self._connect() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+            conn.execute(query)
 
     def drop(self) -> None:
         with self._connect() as conn:
@@ -80,14 +85,54 @@ class PostgresDatabase:
                 "-U", self.admin.username or "postgres", self.name]
 
 
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """Databases migrated once per test run, copied for each test that needs one.
+
+    Copying a migrated SQLite file, or creating a PostgreSQL database from a
+    migrated template, costs a fraction of running every migration again.
+    """
+    templates: dict[str, object] = {}
+    yield templates
+    pg = templates.get("postgresql")
+    if isinstance(pg, PostgresDatabase):
+        pg.drop()
+
+
+def _sqlite_template(templates: dict[str, object], factory: pytest.TempPathFactory) -> Path:
+    path = templates.get("sqlite")
+    if not isinstance(path, Path):
+        path = factory.mktemp("template") / "vault.db"
+        upgrade(f"sqlite:///{path}")
+        templates["sqlite"] = path
+    return path
+
+
+def _pg_template(templates: dict[str, object], admin_url: str) -> PostgresDatabase:
+    pg = templates.get("postgresql")
+    if not isinstance(pg, PostgresDatabase):
+        pg = PostgresDatabase(admin_url)
+        pg.create()
+        upgrade(pg.url)
+        templates["postgresql"] = pg
+    return pg
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database URL, once per backend."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path,
+                 migrated_templates: dict[str, object],
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database URL, once per backend: migrated, or empty for tests marked ``empty_db``."""
+    empty = request.node.get_closest_marker("empty_db") is not None
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'vault.db'}"
+        path = tmp_path / "vault.db"
+        if not empty:
+            shutil.copyfile(_sqlite_template(migrated_templates, tmp_path_factory), path)
+        yield f"sqlite:///{path}"
         return
-    pg = PostgresDatabase(_pg_admin_url() or "")
-    pg.create()
+    admin_url = _pg_admin_url() or ""
+    pg = PostgresDatabase(admin_url)
+    pg.create(template=None if empty else _pg_template(migrated_templates, admin_url).name)
     request.node.pg = pg
     try:
         yield pg.url
@@ -127,7 +172,6 @@ def settings(tmp_path: Path, database_url: str, keyring: KeyRing) -> Settings:
 @pytest.fixture
 def runtime(settings: Settings, keyring: KeyRing, clock: FixedClock) -> Iterator[Runtime]:
     """Services over a freshly migrated database."""
-    upgrade(settings.database_url)
     rt = Runtime.build(settings, keyring, clock)
     yield rt
     rt.database.dispose()

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
@@ -161,7 +162,8 @@ def demo(host: str, port: int, workers: int, threads: int, no_serve: bool,
     _init(settings)
     runtime = _runtime(settings)
     with runtime.database.write() as session:
-        creds = seed_demo(session, accounts=runtime.accounts, clock=runtime.clock)
+        creds = seed_demo(session, accounts=runtime.accounts, clock=runtime.clock,
+                          webhook_key=runtime.keyring.webhook_key)
     runtime.database.dispose()
     base = settings.issuer
     _emit(as_json, {**asdict(creds), "url": base}, [
@@ -169,6 +171,7 @@ def demo(host: str, port: int, workers: int, threads: int, no_serve: bool,
         f"  person:   {creds.email} / {creds.password}",
         f"  merchant: client_id={creds.client_id} client_secret={creds.client_secret}",
         f"            redirect_uri={creds.redirect_uri}",
+        f"            webhook_secret={creds.webhook_secret}",
         f"  health:   {base}/health",
     ])
     sys.stdout.flush()
@@ -231,7 +234,8 @@ def merchant_add(name: str, redirect_uris: tuple[str, ...], webhook_url: str | N
     with runtime.database.write() as session:
         issued = merchant_service.register_client(
             session, clock=runtime.clock, name=name, redirect_uris=redirect_uris,
-            webhook_url=webhook_url, contact_email=contact_email, client_id=client_id)
+            webhook_url=webhook_url, contact_email=contact_email, client_id=client_id,
+            webhook_key=runtime.keyring.webhook_key)
     _print_issued(issued, as_json)
 
 
@@ -279,11 +283,73 @@ def auditor_add(name: str, as_json: bool) -> None:
     _print_issued(issued, as_json)
 
 
+@cli.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of standard output.")
+def openapi(output: str | None) -> None:
+    """Print (or write) the OpenAPI document generated from the API's schemas."""
+    from vault.app import create_app
+    from vault.crypto.keyring import KeyRing as _KeyRing
+    from vault.openapi import build_spec, render
+
+    settings = Settings(environment="test", database_url="sqlite:///:memory:").resolved()
+    document = render(build_spec(create_app(settings, keyring=_KeyRing.generate())))
+    if output:
+        Path(output).write_text(document, encoding="utf-8")
+    else:
+        click.echo(document, nl=False)
+
+
 def _print_issued(issued: merchant_service.IssuedClient, as_json: bool) -> None:
-    _emit(as_json, {"client_id": issued.client_id, "client_secret": issued.client_secret},
-          [f"client_id:     {issued.client_id}",
-           f"client_secret: {issued.client_secret}",
-           "The secret is shown only now; store it safely."])
+    data = {"client_id": issued.client_id, "client_secret": issued.client_secret}
+    lines = [f"client_id:      {issued.client_id}",
+             f"client_secret:  {issued.client_secret}"]
+    if issued.webhook_secret:
+        data["webhook_secret"] = issued.webhook_secret
+        lines.append(f"webhook_secret: {issued.webhook_secret}")
+    _emit(as_json, data, [*lines, "The secret is shown only now; store it safely."])
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Deliver what is due now, then stop.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds between polls.")
+@click.option("--max-attempts", default=8, show_default=True, type=click.IntRange(1, 100))
+@json_option
+def worker(once: bool, interval: float, max_attempts: int, as_json: bool) -> None:
+    """Deliver webhooks from the outbox, signed, retrying with backoff."""
+    import signal
+    import time
+
+    import httpx
+
+    from vault.services.webhooks import DeliveryReport, deliver_due
+
+    runtime = _runtime()
+    stop = {"now": False}
+
+    def _stop(*_args: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    total = DeliveryReport()
+    with httpx.Client(timeout=10.0, follow_redirects=False) as http:
+
+        def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+            return http.post(url, content=body, headers=headers).status_code
+
+        while True:
+            report = deliver_due(runtime.database, webhook_key=runtime.keyring.webhook_key,
+                                 clock=runtime.clock, post=post, max_attempts=max_attempts)
+            for name in ("delivered", "retried", "failed", "skipped"):
+                setattr(total, name, getattr(total, name) + getattr(report, name))
+            if once or stop["now"]:
+                break
+            time.sleep(interval)
+    _emit(as_json, asdict(total), [
+        f"delivered {total.delivered}, retried {total.retried}, failed {total.failed}, "
+        f"skipped {total.skipped}"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,12 +81,13 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A session for reading only; anything written is rolled back."""
+        """A session for reading only; closing it rolls back anything written.
+
+        Objects read stay loaded after the block (closing, unlike an explicit
+        rollback, does not expire them), so callers may use what they read.
+        """
         with Session(self.read_engine, expire_on_commit=False) as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+            yield session
 
     def dispose(self) -> None:
         self.read_engine.dispose()

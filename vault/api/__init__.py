@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http
+
 from flask import Flask
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
 
-from vault.api.schemas import ProblemSchema
+from vault.api.schemas import ProblemSchema, WebhookEventSchema
+from vault.web.problems import PROBLEM_JSON
 
 API_PREFIX = "/api/v1"
 
@@ -22,11 +26,25 @@ class VaultApi(Api):
     def _register_error_handlers(self) -> None:
         """Errors are handled app-wide by ``vault.web.problems``."""
 
+    def _register_responses(self) -> None:
+        """flask-smorest's shared error responses (422, default) as the problem+json served."""
+        for status in http.HTTPStatus:
+            response: dict[str, object] = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
+        default: dict[str, object] = {"description": "Default error response",
+                                      "schema": self.ERROR_SCHEMA}
+        prepare_response(default, self.spec, PROBLEM_JSON)
+        self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
 
-api = VaultApi()
+
+API_EXTENSION = "prefvault_api"
 
 
-def init_api(app: Flask) -> None:
+def init_api(app: Flask) -> VaultApi:
+    """Attach a fresh API (one per app, so apps built side by side share nothing)."""
     from vault.api import contacts, decisions, subscriptions
 
     app.config.update(
@@ -62,6 +80,10 @@ def init_api(app: Flask) -> None:
             },
         },
     )
-    api.init_app(app)
+    api = VaultApi(app)
     for blueprint in (decisions.blp, contacts.blp, subscriptions.blp):
         api.register_blueprint(blueprint, url_prefix=API_PREFIX)
+    if "WebhookEvent" not in api.spec.components.schemas:
+        api.spec.components.schema("WebhookEvent", schema=WebhookEventSchema)
+    app.extensions[API_EXTENSION] = api
+    return api

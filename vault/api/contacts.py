@@ -7,7 +7,7 @@ from dataclasses import asdict
 from flask_smorest import Blueprint
 
 from vault.api.auth import current_merchant, merchant_required
-from vault.api.docs import problems
+from vault.api.docs import json_body, problems
 from vault.api.schemas import ContactRequestSchema, ContactSchema
 from vault.extensions import runtime
 from vault.services import contacting
@@ -17,11 +17,12 @@ blp = Blueprint("contacts", __name__, description="Report the contacts you made"
 
 
 @blp.route("/contacts", methods=["POST"])
+@merchant_required("contacts:write")
+@json_body
 @blp.arguments(ContactRequestSchema)
 @blp.response(201, ContactSchema)
 @blp.doc(security=[{"oauth2": ["contacts:write"]}])
-@problems(blp, 400, 401, 403, 404, 413)
-@merchant_required("contacts:write")
+@problems(blp, 400, 401, 403, 404, 413, 415)
 def report_contact(body: dict[str, object]) -> dict[str, object]:
     """Record a contact. It counts toward `max_per_week`; one made when the person did
     not allow it is recorded as a violation that the person and auditors see."""

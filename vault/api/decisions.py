@@ -7,7 +7,7 @@ from dataclasses import asdict
 from flask_smorest import Blueprint
 
 from vault.api.auth import current_merchant, merchant_required
-from vault.api.docs import problems
+from vault.api.docs import json_body, problems
 from vault.api.schemas import (
     BatchRequestSchema,
     BatchResponseSchema,
@@ -21,12 +21,16 @@ from vault.web.request_db import commit, db_session
 blp = Blueprint("decisions", __name__, description="May I reach this person, and how?")
 
 SECURITY = [{"oauth2": ["decisions"]}]
+
+
+# The token is checked before the body is read: a caller without one learns nothing.
 @blp.route("/decisions", methods=["POST"])
+@merchant_required("decisions")
+@json_body
 @blp.arguments(DecisionRequestSchema)
 @blp.response(200, DecisionSchema)
 @blp.doc(security=SECURITY)
-@problems(blp, 400, 401, 403, 413)
-@merchant_required("decisions")
+@problems(blp, 400, 401, 403, 413, 415)
 def ask_decision(body: dict[str, object]) -> dict[str, object]:
     """Ask whether a person may be reached over a channel for a purpose.
 
@@ -44,11 +48,12 @@ def ask_decision(body: dict[str, object]) -> dict[str, object]:
 
 
 @blp.route("/decisions/batch", methods=["POST"])
+@merchant_required("decisions")
+@json_body
 @blp.arguments(BatchRequestSchema)
 @blp.response(200, BatchResponseSchema)
 @blp.doc(security=SECURITY)
-@problems(blp, 400, 401, 403, 413)
-@merchant_required("decisions")
+@problems(blp, 400, 401, 403, 413, 415)
 def ask_batch(body: dict[str, object]) -> dict[str, object]:
     """Ask for up to 10,000 subjects at once (a campaign); results in input order."""
     rt = runtime()

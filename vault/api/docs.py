@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import wraps
 from typing import TypeVar
 
+from flask import request
 from flask_smorest import Blueprint
+from werkzeug.exceptions import UnsupportedMediaType
 
 from vault.api.schemas import ProblemSchema
 
@@ -17,6 +20,7 @@ DESCRIPTIONS = {
     403: "The token lacks the scope or is not a merchant's",
     404: "No subscription with this subject",
     413: "Request body too large",
+    415: "The request body is not application/json",
     422: "The request body or query failed validation",
 }
 
@@ -32,3 +36,19 @@ def problems(blp: Blueprint, *statuses: int) -> Callable[[F], F]:
         return func
 
     return decorator
+
+
+def json_body(func: F) -> F:
+    """Refuse a body that is not ``application/json`` (415) before it is parsed.
+
+    Without this, webargs skips a body of another type and reports every
+    required field as missing, which misleads a client that did send them.
+    """
+
+    @wraps(func)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        if not request.is_json:
+            raise UnsupportedMediaType("Send the request body as application/json.")
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

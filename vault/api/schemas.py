@@ -136,3 +136,15 @@ class SubscriptionPageSchema(ma.Schema):
 class PageQuerySchema(StrictSchema):
     cursor = ma.fields.String(load_default=None, validate=validate.Length(max=200))
     limit = ma.fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class WebhookEventSchema(ma.Schema):
+    """The body of every webhook; signed in the ``Vault-Signature`` header."""
+
+    id = ma.fields.String(required=True)
+    type = ma.fields.String(required=True, validate=validate.OneOf(
+        ["subscription.created", "subscription.updated", "subscription.revoked",
+         "profile.updated"]))
+    created = ma.fields.Integer(required=True, metadata={"description": "Unix time"})
+    subject = ma.fields.String(required=True)
+    data = ma.fields.Dict(required=True)

@@ -16,11 +16,11 @@ SECURITY = [{"oauth2": ["subscriptions:read"]}]
 
 
 @blp.route("/subscriptions", methods=["GET"])
+@merchant_required("subscriptions:read")
 @blp.arguments(PageQuerySchema, location="query")
 @blp.response(200, SubscriptionPageSchema)
 @blp.doc(security=SECURITY)
 @problems(blp, 400, 401, 403)
-@merchant_required("subscriptions:read")
 def list_subscriptions(query: dict[str, object]) -> dict[str, object]:
     """Your subscriptions, oldest first; follow `next_cursor` until it is null."""
     items, next_cursor = subscription_service.page_for_merchant(
@@ -30,10 +30,10 @@ def list_subscriptions(query: dict[str, object]) -> dict[str, object]:
 
 
 @blp.route("/subscriptions/<string:subject>", methods=["GET"])
+@merchant_required("subscriptions:read")
 @blp.response(200, SubscriptionSchema)
 @blp.doc(security=SECURITY)
 @problems(blp, 401, 403, 404)
-@merchant_required("subscriptions:read")
 def get_subscription(subject: str) -> dict[str, object]:
     """One subscription, with the permissions and shared fields the person granted."""
     return subscription_service.describe_for_merchant(

@@ -2,7 +2,8 @@
 
 It carries the key-encryption keys (each with an id, one of them active), the
 blind-index key for looking up login emails, the key that signs session
-cookies and the Ed25519 keys that sign tokens, receipts and audit checkpoints.
+cookies, the root from which merchants' webhook signing secrets are derived,
+and the Ed25519 keys that sign tokens, receipts and audit checkpoints.
 Keeping it apart from the database is what makes a stolen database copy
 useless: every personal field in it is sealed under data keys that only these
 KEKs unwrap.
@@ -82,6 +83,7 @@ class KeyRing:
     active_kek_id: str
     blind_index_key: bytes
     session_key: bytes
+    webhook_key: bytes
     signing_keys: list[SigningKey] = field(default_factory=list)
     path: Path | None = None
 
@@ -95,6 +97,7 @@ class KeyRing:
             active_kek_id=kek_id,
             blind_index_key=secrets.token_bytes(32),
             session_key=secrets.token_bytes(32),
+            webhook_key=secrets.token_bytes(32),
             signing_keys=[
                 SigningKey(_new_kid("sig"), Ed25519PrivateKey.generate(),
                            datetime.now(UTC).isoformat(timespec="seconds"))
@@ -145,6 +148,7 @@ class KeyRing:
                 active_kek_id=active,
                 blind_index_key=_unb64(doc["blind_index_key"], length=32, what="blind index key"),
                 session_key=_unb64(doc["session_key"], length=32, what="session key"),
+                webhook_key=_unb64(doc["webhook_key"], length=32, what="webhook key"),
                 signing_keys=signing,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -162,6 +166,7 @@ class KeyRing:
             "keks": {kid: _b64(key) for kid, key in self.keks.items()},
             "blind_index_key": _b64(self.blind_index_key),
             "session_key": _b64(self.session_key),
+            "webhook_key": _b64(self.webhook_key),
             "signing_keys": [
                 {
                     "kid": key.kid,

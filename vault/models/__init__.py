@@ -12,7 +12,7 @@ from vault.models.contact import ContactEvent
 from vault.models.decision import Decision, DecisionBatch
 from vault.models.merchant import Merchant
 from vault.models.oauth import AuthorizationCode, OAuthToken
-from vault.models.outbox import WebhookOutbox
+from vault.models.outbox import WebhookAttempt, WebhookOutbox
 from vault.models.person import GlobalRules, Person, PersonKey, Profile
 from vault.models.subscription import ContactPermission, Subscription
 
@@ -33,6 +33,7 @@ __all__ = [
     "PersonKey",
     "Profile",
     "Subscription",
+    "WebhookAttempt",
     "WebhookOutbox",
     "metadata",
 ]

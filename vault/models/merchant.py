@@ -18,8 +18,9 @@ AUDITOR = "auditor"
 class Merchant(SQLModel, table=True):
     """A registered client: a shop (``kind='merchant'``) or an auditor.
 
-    The client secret is kept only as a hash. The webhook secret must be
-    recoverable to sign deliveries, so it is sealed instead.
+    The client secret is kept only as a hash. The webhook signing secret is
+    never stored: it is derived from the key ring's webhook key and the random
+    ``webhook_secret`` salt kept here, so a database copy cannot forge events.
     """
 
     __tablename__ = "merchant"

@@ -37,3 +37,19 @@ class WebhookOutbox(SQLModel, table=True):
     next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     last_error: str | None = Field(default=None, max_length=500)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One try at delivering an outbox event: what the merchant answered, or why not."""
+
+    __tablename__ = "webhook_attempt"
+
+    id: str = Field(primary_key=True, max_length=32)
+    outbox_id: str = Field(
+        sa_column=Column(String(32), ForeignKey("webhook_outbox.id"), nullable=False, index=True)
+    )
+    attempt: int
+    attempted_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    status_code: int | None = None
+    error: str | None = Field(default=None, max_length=500)
+    duration_ms: int

@@ -12,6 +12,7 @@ from vault.crypto.blind_index import email_index
 from vault.models import Merchant, Person
 from vault.services.accounts import AccountService
 from vault.services.merchants import register_client, rotate_client_secret
+from vault.services.webhooks import webhook_secret
 
 DEMO_EMAIL = "demo@example.org"
 DEMO_CLIENT_ID = "demo-shop"
@@ -35,9 +36,11 @@ class DemoCredentials:
     client_id: str
     client_secret: str
     redirect_uri: str
+    webhook_secret: str | None = None
 
 
-def seed_demo(session: Session, *, accounts: AccountService, clock: Clock) -> DemoCredentials:
+def seed_demo(session: Session, *, accounts: AccountService, clock: Clock,
+              webhook_key: bytes | None = None) -> DemoCredentials:
     """Create the demo person and shop, or give the existing ones new secrets.
 
     Secrets are stored only as hashes, so a second run cannot print the old
@@ -56,8 +59,14 @@ def seed_demo(session: Session, *, accounts: AccountService, clock: Clock) -> De
         issued = rotate_client_secret(session, DEMO_CLIENT_ID, clock=clock)
     else:
         issued = register_client(session, clock=clock, name="Demo Shop",
+                                 webhook_key=webhook_key,
                                  client_id=DEMO_CLIENT_ID, redirect_uris=[DEMO_REDIRECT_URI],
                                  webhook_url=DEMO_WEBHOOK_URL,
                                  contact_email="privacy@demo-shop.example")
+    hook = issued.webhook_secret
+    if hook is None and webhook_key is not None:
+        merchant = session.exec(select(Merchant).where(Merchant.client_id == DEMO_CLIENT_ID)).one()
+        if merchant.webhook_secret is not None:
+            hook = webhook_secret(webhook_key, merchant.webhook_secret)
     return DemoCredentials(DEMO_EMAIL, password, issued.client_id, issued.client_secret,
-                           DEMO_REDIRECT_URI)
+                           DEMO_REDIRECT_URI, hook)

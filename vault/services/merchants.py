@@ -19,6 +19,7 @@ from vault.models.types import new_id
 from vault.services.audit import AuditTag, record_event
 from vault.services.scopes import AUDITOR_SCOPES, MERCHANT_SCOPES
 from vault.services.validation import clean_email, clean_text
+from vault.services.webhooks import webhook_secret
 
 _CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -56,6 +57,7 @@ class IssuedClient:
     client_secret: str
     name: str
     kind: str
+    webhook_secret: str | None = None
 
 
 def register_client(
@@ -68,6 +70,7 @@ def register_client(
     webhook_url: str | None = None,
     contact_email: str | None = None,
     client_id: str | None = None,
+    webhook_key: bytes | None = None,
 ) -> IssuedClient:
     """Register a merchant or an auditor; the secret is returned once and stored hashed."""
     if kind not in (MERCHANT, AUDITOR):
@@ -99,13 +102,16 @@ def register_client(
         redirect_uris=uris,
         allowed_scopes=" ".join(MERCHANT_SCOPES if kind == MERCHANT else AUDITOR_SCOPES),
         webhook_url=hook,
+        webhook_secret=secrets.token_bytes(16) if hook else None,
         created_at=clock.now(),
     )
     session.add(merchant)
     session.flush()
     record_event(session, clock=clock, tag=AuditTag.MERCHANT_REGISTERED, actor="operator",
                  merchant_id=merchant.id, data={"kind": kind, "client_id": client_id})
-    return IssuedClient(client_id, secret, clean_name, kind)
+    signing = (webhook_secret(webhook_key, merchant.webhook_secret)
+               if webhook_key is not None and merchant.webhook_secret is not None else None)
+    return IssuedClient(client_id, secret, clean_name, kind, signing)
 
 
 def find_client(session: Session, client_id: str) -> Merchant:

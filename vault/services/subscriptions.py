@@ -13,12 +13,13 @@ import base64
 import json
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import update
 from sqlmodel import Session, select
 
 from vault.clock import Clock
-from vault.errors import NotFound, ValidationFailed
+from vault.errors import Conflict, NotFound, ValidationFailed
 from vault.models import ContactPermission, Merchant, Subscription
 from vault.models.oauth import OAuthToken
 from vault.models.subscription import ACTIVE, REVOKED
@@ -26,8 +27,16 @@ from vault.models.types import new_id
 from vault.services.audit import AuditTag, record_event
 from vault.services.keys import DataKeys
 from vault.services.outbox import queue_webhook
-from vault.services.permissions import PermissionGrid, grid_from_pairs, open_grid, seal_grid
+from vault.services.permissions import (
+    Permission,
+    PermissionGrid,
+    grid_from_pairs,
+    open_grid,
+    seal_grid,
+)
+from vault.services.rules import QuietHours
 from vault.services.scopes import PersonGrant
+from vault.services.validation import clean_channel, clean_purpose
 
 _TABLE = "subscription"
 
@@ -225,3 +234,68 @@ def page_for_merchant(
     next_cursor = (base64.urlsafe_b64encode(rows[-1].id.encode()).rstrip(b"=").decode()
                    if more and rows else None)
     return items, next_cursor
+
+
+def set_permission(
+    session: Session,
+    *,
+    person_id: str,
+    subscription_id: str,
+    channel: str,
+    purpose: str,
+    allowed: bool,
+    max_per_week: int | None = None,
+    quiet_hours: QuietHours | None = None,
+    expires_at: datetime | None = None,
+    data_keys: DataKeys,
+    clock: Clock,
+    expected_version: int | None = None,
+) -> Permission:
+    """The person changes one permission of one subscription.
+
+    Takes effect for the next decision; writes the audit event and queues
+    ``subscription.updated`` in the same transaction. The person is in
+    charge: they may allow any (channel, purpose), not only what was asked.
+    """
+    clean_channel(channel)
+    clean_purpose(purpose)
+    if max_per_week is not None and not (isinstance(max_per_week, int) and
+                                         0 < max_per_week <= 1000):
+        raise ValidationFailed("max_per_week must be between 1 and 1000", field="max_per_week")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise ValidationFailed("expires_at needs a time zone", field="expires_at")
+    sub = session.get(Subscription, subscription_id, with_for_update=True)
+    if sub is None or sub.person_id != person_id:
+        raise NotFound("no such subscription")
+    if sub.status != ACTIVE:
+        raise Conflict("this subscription is no longer active", field="subscription")
+    row = session.get(ContactPermission, sub.id, with_for_update=True)
+    if row is None:
+        raise NotFound("no such subscription")
+    if expected_version is not None and row.version != expected_version:
+        raise Conflict("the permissions were changed elsewhere; reload and try again",
+                       field="version")
+    key = data_keys.for_person(session, person_id)
+    grid = open_grid(key, row)
+    before = grid.get((channel, purpose))
+    after = Permission(channel, purpose, allowed, max_per_week, quiet_hours, expires_at)
+    grid[(channel, purpose)] = after
+    now = clock.now()
+    row.record = seal_grid(key, sub.id, grid)
+    row.version += 1
+    row.updated_at = now
+    sub.updated_at = now
+    session.add(row)
+    session.add(sub)
+    record_event(session, clock=clock, tag=AuditTag.PERMISSION_CHANGED,
+                 actor=f"person:{person_id}", person_ref=person_id,
+                 merchant_id=sub.merchant_id, subject=sub.subject,
+                 data={"before": before.to_json() if before else None,
+                       "after": after.to_json(), "version": row.version})
+    granted = " ".join(sorted(f"contact:{c}:{p}" for (c, p), perm in grid.items()
+                              if perm.allowed))
+    queue_webhook(session, clock=clock, merchant_id=sub.merchant_id,
+                  event_type="subscription.updated", subject=sub.subject,
+                  data={"status": ACTIVE, "contact_scope": granted})
+    session.flush()
+    return after

@@ -23,23 +23,45 @@ def problem_response(body: dict[str, object], status: int) -> Response:
     return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
 
 
+#: the ``field`` of a problem with the request body as a whole (not JSON, not an object)
+BODY_FIELD = "body"
+
+
 def _first_field(messages: object, prefix: str = "") -> str | None:
     """The dotted path of the first invalid input in webargs' nested messages."""
     if isinstance(messages, dict):
         for key, value in messages.items():
             if key in ("json", "query", "form", "headers", "view_args"):
-                return _first_field(value, prefix)
+                return _first_field(value, prefix) or (BODY_FIELD if key == "json" else None)
+            if key == "_schema" and not prefix:
+                return BODY_FIELD
             path = f"{prefix}.{key}" if prefix else str(key)
             deeper = _first_field(value, path)
             return deeper or path
     return prefix or None
 
 
+def _oauth_error(error: HTTPException) -> object:
+    """The OAuth ``error`` code of an exception raised by Authlib's resource protector.
+
+    Authlib answers a missing scope with a bare 403 whose JSON body names the
+    error (no ``WWW-Authenticate`` header), so the body is where to look.
+    """
+    raw = getattr(error, "body", None)
+    if not isinstance(raw, str | bytes):
+        return None
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    return document.get("error") if isinstance(document, dict) else None
+
+
 def _http_problem(error: HTTPException) -> Response:
     status = error.code or 500
     slug = (error.name or "error").lower().replace(" ", "-")
     body: dict[str, object] = {"type": PROBLEM_BASE + slug, "title": error.name,
-                               "status": status, "detail": error.description}
+                               "status": status, "detail": error.description or error.name}
     data = getattr(error, "data", None)
     if isinstance(data, dict) and "messages" in data:
         messages = data["messages"]
@@ -55,7 +77,8 @@ def _http_problem(error: HTTPException) -> Response:
     if status == 401:
         body["type"] = PROBLEM_BASE + "unauthenticated"
         body["detail"] = "A valid access token is required."
-    elif status == 403 and original.headers.get("WWW-Authenticate"):
+    elif status == 403 and (original.headers.get("WWW-Authenticate")
+                            or _oauth_error(error) == "insufficient_scope"):
         body["type"] = PROBLEM_BASE + "insufficient-scope"
         body["detail"] = "The access token lacks the scope this route needs."
     response = problem_response(body, status)
