@@ -221,7 +221,8 @@ def live_vault(settings: Settings, keyring: KeyRing, clock: FixedClock,
     base_url = f"http://127.0.0.1:{port}"
     application = create_app(settings.replace(issuer=base_url), keyring=keyring, clock=clock)
     server = make_server("127.0.0.1", port, application, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     try:
         yield LiveVault(base_url, application, application.extensions["prefvault"], clock)

@@ -87,7 +87,11 @@ def _init(settings: Settings) -> dict[str, object]:
     # Before saving the ring, whose parent folders would otherwise get umask modes.
     settings.var_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if created:
-        KeyRing.generate().save(settings.keyring_path)
+        try:
+            KeyRing.generate().save(settings.keyring_path, create_only=True)
+        except KeyRingError:
+            KeyRing.load(settings.keyring_path)  # another init won the race: keep its ring
+            created = False
     upgrade(settings.database_url)
     return {"keyring": str(settings.keyring_path), "keyring_created": created,
             "database": _redact(settings.database_url)}

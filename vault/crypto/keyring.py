@@ -181,8 +181,13 @@ class KeyRing:
             ],
         }
 
-    def save(self, path: Path | None = None) -> None:
-        """Write atomically with owner-only permissions."""
+    def save(self, path: Path | None = None, *, create_only: bool = False) -> None:
+        """Write atomically with owner-only permissions.
+
+        With ``create_only`` the file is linked into place only if no key ring
+        is there yet (``KeyRingError`` otherwise), so two processes creating
+        a ring at the same moment can never overwrite each other's keys.
+        """
         target = path or self.path
         if target is None:
             raise KeyRingError("key ring has no path to save to")
@@ -194,7 +199,15 @@ class KeyRing:
                 json.dump(self.to_document(), handle, indent=2)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, target)
+            if create_only:
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    raise KeyRingError(f"a key ring already exists at {target}") from None
+                finally:
+                    os.unlink(tmp)
+            else:
+                os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

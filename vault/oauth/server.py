@@ -19,7 +19,7 @@ from authlib.oauth2.rfc6750 import (
 )
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _Revocation
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _Introspection
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from sqlmodel import select
 
 from vault.extensions import runtime
@@ -47,12 +47,24 @@ from vault.oauth.tokens import (
 from vault.services.scopes import ALL_SCOPES
 from vault.web.request_db import db_session
 
+_COMMIT_EVEN_ON_ERROR = "_vault_oauth_commit_even_on_error"
+
 
 class AuthorizationServer(_FlaskServer):
     """Authlib's Flask server with the vault's client and token storage."""
 
-    #: set by grants that must persist a revocation even though they answer an error
-    commit_even_on_error = False
+    @property
+    def commit_even_on_error(self) -> bool:
+        """Set by grants that must persist a revocation even though they answer an error.
+
+        Kept per request on ``flask.g``: this server object is shared by every request
+        thread, so a flag on it could be reset by another request before it is read.
+        """
+        return bool(g.get(_COMMIT_EVEN_ON_ERROR, False))
+
+    @commit_even_on_error.setter
+    def commit_even_on_error(self, value: bool) -> None:
+        setattr(g, _COMMIT_EVEN_ON_ERROR, value)
 
     def query_client(self, client_id):  # type: ignore[no-untyped-def]
         if not isinstance(client_id, str) or len(client_id) > 64:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from vault.clock import Clock
@@ -112,6 +113,21 @@ def _seal_field(key: DataKey, person_id: str, name: str, value: object) -> bytes
     return key.encrypt(_encode(value), table=_TABLE, row_id=person_id, field=name)
 
 
+def _flush_email_index(session: Session) -> None:
+    """Write a new email index now; losing a race for the address is a ``Conflict``.
+
+    The lookup before it cannot see another transaction's uncommitted account,
+    so two requests for one address both pass it and the unique index decides.
+    """
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        if "email_index" not in str(exc.orig):
+            raise
+        raise Conflict("an account with this email address already exists",
+                       field="email") from None
+
+
 def open_profile(key: DataKey, row: Profile) -> PersonProfile:
     """Decrypt every sealed field of a profile row."""
 
@@ -167,7 +183,7 @@ class AccountService:
         person_id = new_id()
         session.add(Person(id=person_id, email_index=index,
                            password_hash=self.passwords.hash(secret), created_at=now))
-        session.flush()
+        _flush_email_index(session)
         key = self.data_keys.create(session, person_id, clock=self.clock)
         values: dict[str, object] = {"email": address, "time_zone": DEFAULT_TIME_ZONE,
                                      "channel_order": CHANNELS, **cleaned}
@@ -241,6 +257,7 @@ class AccountService:
                                field="email")
             person.email_index = index
             session.add(person)
+            _flush_email_index(session)
         for name in changed:
             setattr(row, name, _seal_field(key, person_id, name, cleaned[name]))
         row.updated_at = self.clock.now()

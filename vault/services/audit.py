@@ -78,7 +78,11 @@ def record_event(
     data: Mapping[str, object] | None = None,
 ) -> AuditEvent:
     """Append one event to the log inside the caller's transaction."""
-    head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+    # populate_existing: a head this session already holds must show the row just locked.
+    head = session.exec(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
     event = AuditEvent(
         seq=head.seq + 1,
         id=new_id(),

@@ -39,6 +39,20 @@ class DecisionResult:
     valid_until: datetime
 
 
+def _relaxed_durability(session: Session) -> None:
+    """Let PostgreSQL acknowledge decision evidence before it reaches the disk.
+
+    A decision changes nothing about a person; its evidence row is written
+    with ``synchronous_commit`` off, which keeps the fsync out of the hot path
+    and risks only the last fraction of a second of evidence if the database
+    server itself crashes. Consent changes and contact reports always commit
+    synchronously.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+
 def _moment(at: datetime | None, now: datetime) -> datetime:
     if at is None:
         return now
@@ -61,6 +75,7 @@ def decide(
     """Answer one question and keep the answer as evidence."""
     now = clock.now()
     moment = _moment(at, now)
+    _relaxed_durability(session)
     connection = session.connection()
     loaded = decision_store.load_terms(connection, merchant_id=merchant_id, subjects=[subject],
                                        purpose=purpose, now=moment, data_keys=data_keys).get(
@@ -94,6 +109,7 @@ def decide_batch(
     """Answer a campaign in input order (duplicates answered each time); one evidence record."""
     now = clock.now()
     moment = _moment(at, now)
+    _relaxed_durability(session)
     connection = session.connection()
     loaded = decision_store.load_terms(connection, merchant_id=merchant_id,
                                        subjects=list(dict.fromkeys(subjects)), purpose=purpose,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, insert, select, text
+from sqlalchemy import Connection, any_, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import JSON
 
@@ -81,7 +81,7 @@ def _terms_query(connection: Connection, merchant_id: str, subjects: Sequence[st
         query = query.where(s.c.subject == subjects[0])
         return connection.execute(query)
     if connection.dialect.name == "postgresql":
-        query = query.where(s.c.subject == postgresql.Any(  # type: ignore[attr-defined]
+        query = query.where(s.c.subject == any_(
             bindparam("subjects", type_=postgresql.ARRAY(s.c.subject.type))))
         return connection.execute(query, {"subjects": list(subjects)})
     wanted = select(text("value")).select_from(
@@ -160,7 +160,7 @@ def _recent_contacts(
         result = connection.execute(query.where(ce.c.subscription_id == subscription_ids[0]))
     elif connection.dialect.name == "postgresql":
         result = connection.execute(
-            query.where(ce.c.subscription_id == postgresql.Any(  # type: ignore[attr-defined]
+            query.where(ce.c.subscription_id == any_(
                 bindparam("ids", type_=postgresql.ARRAY(ce.c.subscription_id.type)))),
             {"ids": list(subscription_ids)})
     else:

@@ -106,9 +106,9 @@ def _at_local(day: datetime, clock_time: time, zone: ZoneInfo) -> datetime:
             high = mid
         else:
             low = mid
-    # Transitions fall on whole seconds: round the bound up to one.
-    return high.replace(microsecond=0) + (timedelta(seconds=1) if high.microsecond else
-                                          timedelta(0))
+    # Transitions fall on whole seconds and low < transition <= high < low + 1 s:
+    # the whole second at or below ``high`` is the transition.
+    return high.replace(microsecond=0)
 
 
 def in_quiet_hours(window: QuietHours, now: datetime, zone: ZoneInfo) -> bool:
@@ -119,13 +119,41 @@ def in_quiet_hours(window: QuietHours, now: datetime, zone: ZoneInfo) -> bool:
 
 
 def _next_edge(clock_time: time, now: datetime, zone: ZoneInfo) -> datetime:
-    """The next instant after ``now`` at which the local clock shows ``clock_time``."""
+    """The next instant after ``now`` at which the local clock shows ``clock_time``.
+
+    In the autumn overlap a wall time shows twice; both instants count.
+    """
     local = _local(now, zone)
     for days in range(0, 3):
-        candidate = _at_local(local + timedelta(days=days), clock_time, zone)
-        if candidate > now:
-            return candidate
+        day = local + timedelta(days=days)
+        first = _at_local(day, clock_time, zone)
+        naive = datetime.combine(day.date(), clock_time)
+        second = naive.replace(tzinfo=zone, fold=1).astimezone(ZoneInfo("UTC"))
+        repeated = second != first and _local(second, zone).replace(tzinfo=None) == naive
+        for candidate in (first, second) if repeated else (first,):
+            if candidate > now:
+                return candidate
     raise AssertionError("unreachable: a wall time recurs within two days")
+
+
+def _next_transition(after: datetime, until: datetime, zone: ZoneInfo) -> datetime | None:
+    """The instant in (``after``, ``until``] the zone's UTC offset changes, if it does.
+
+    The local clock jumps only there; the spans passed here are at most a few
+    days, so they hold at most one transition.
+    """
+    offset = _local(after, zone).utcoffset()
+    if _local(until, zone).utcoffset() == offset:
+        return None
+    low, high = after, until
+    while high - low > timedelta(seconds=1):
+        mid = low + (high - low) / 2
+        if _local(mid, zone).utcoffset() == offset:
+            low = mid
+        else:
+            high = mid
+    # As in _at_local: the transition is the whole second at or below ``high``.
+    return high.replace(microsecond=0)
 
 
 def quiet_end(window: QuietHours, now: datetime, zone: ZoneInfo) -> datetime:
@@ -173,20 +201,27 @@ def evaluate(terms: Terms | None, channel: str, purpose: str, now: datetime) -> 
     if active:
         # Leave every overlapping window, not just the first one found.
         moment = now
-        for _ in range(4):
+        for _ in range(8):
             inside = [w for w in windows if in_quiet_hours(w, moment, zone)]
             if not inside:
                 break
-            moment = max(quiet_end(w, moment, zone) for w in inside)
-        return Verdict(False, QUIET_HOURS, moment, moment)
+            end = max(quiet_end(w, moment, zone) for w in inside)
+            # A clock turned back in autumn may jump out of a window before its end.
+            shift = _next_transition(moment, end, zone)
+            moment = shift if shift is not None else end
+        return Verdict(False, QUIET_HOURS, moment, min(moment, horizon))
     if permission.max_per_week is not None:
         release = _cap_release(terms.recent_contacts.get((channel, purpose), ()),
                                permission.max_per_week, now)
         if release is not None:
-            return Verdict(False, FREQUENCY_CAP, release, release)
+            return Verdict(False, FREQUENCY_CAP, release, min(release, horizon))
     until = horizon
     for window in windows:
         until = min(until, quiet_start(window, now, zone))
+    # A clock turned back in autumn may jump into a window without its start showing.
+    shift = _next_transition(now, until, zone) if windows else None
+    if shift is not None and any(in_quiet_hours(w, shift, zone) for w in windows):
+        until = shift
     if permission.expires_at is not None:
         until = min(until, permission.expires_at)
     return Verdict(True, ALLOWED, None, until)

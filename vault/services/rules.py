@@ -155,7 +155,8 @@ def set_rules(
 ) -> RuleSet:
     """Replace the person's global rules, with an audit event in the same transaction."""
     rules = parse_rules(document)
-    row = session.get(GlobalRules, person_id, with_for_update=True)
+    # populate_existing: a row this session already holds must show the version just locked.
+    row = session.get(GlobalRules, person_id, with_for_update=True, populate_existing=True)
     if row is None:
         raise NotFound("no such person")
     if expected_version is not None and row.version != expected_version:
