@@ -183,3 +183,30 @@ def test_backoff_doubles_is_capped_and_jittered() -> None:
     assert max(high) == MAX_DELAY
     assert all(lo == hi / 2 for lo, hi in zip(low, high, strict=True))
     assert backoff(3) <= timedelta(seconds=40)
+
+
+def test_profile_change_notifies_only_merchants_that_see_the_field(runtime: Runtime) -> None:
+    with runtime.database.write() as session:
+        person = runtime.accounts.sign_up(session, email="p@example.org",
+                                          password="a long enough password")
+        merchants = []
+        for name, scope in (("Sees phone", "contact:sms:service profile:phone"),
+                            ("Sees name", "contact:sms:service profile:name")):
+            issued = register_client(session, clock=runtime.clock, name=name,
+                                     redirect_uris=["https://shop.example/cb"])
+            merchant = session.exec(select(Merchant).where(
+                Merchant.client_id == issued.client_id)).one()
+            grant = PersonGrant.parse(scope)
+            subscriptions.grant(session, person_id=person, merchant=merchant, granted=grant,
+                                requested=grant, data_keys=runtime.data_keys,
+                                clock=runtime.clock)
+            merchants.append(merchant.id)
+    with runtime.database.write() as session:
+        runtime.accounts.update_profile(session, person, {"phone": "+31 6 9999 0000"})
+    with runtime.database.read() as session:
+        events = session.exec(select(WebhookOutbox).where(
+            WebhookOutbox.event_type == "profile.updated")).all()
+    assert [e.merchant_id for e in events] == [merchants[0]]
+    payload = json.loads(events[0].payload)
+    assert payload["data"] == {"fields": ["phone"]}
+    assert "9999" not in events[0].payload

@@ -239,7 +239,7 @@ class AccountService:
         reject_unknown(changes.keys(), EDITABLE_FIELDS)
         cleaned = {name: _clean_profile_value(name, value) for name, value in changes.items()}
         person = self._person(session, person_id)
-        row = session.get(Profile, person_id, with_for_update=True)
+        row = session.get(Profile, person_id, with_for_update=True, populate_existing=True)
         if row is None:
             raise NotFound("no such person")
         key = self.data_keys.for_person(session, person_id)
@@ -265,7 +265,28 @@ class AccountService:
         record_event(session, clock=self.clock, tag=AuditTag.PERSON_PROFILE_UPDATED,
                      actor=f"person:{person_id}", person_ref=person_id,
                      data={"fields": changed})
+        self._notify_profile_change(session, person_id, key, changed)
         return open_profile(key, row)
+
+    def _notify_profile_change(self, session: Session, person_id: str, key: DataKey,
+                               changed: list[str]) -> None:
+        """Queue ``profile.updated`` for every merchant that sees a changed field.
+
+        The event names the fields only; the merchant fetches values through
+        the grant (userinfo), so no value ever sits in the outbox.
+        """
+        subscriptions = session.exec(select(Subscription).where(
+            Subscription.person_id == person_id, Subscription.status == ACTIVE)).all()
+        for sub in subscriptions:
+            if sub.shared_fields is None:
+                continue
+            shared = json.loads(key.decrypt(sub.shared_fields, table="subscription",
+                                            row_id=sub.id, field="shared_fields"))
+            fields = [f for f in changed if f in shared]
+            if fields:
+                queue_webhook(session, clock=self.clock, merchant_id=sub.merchant_id,
+                              event_type="profile.updated", subject=sub.subject,
+                              data={"fields": fields})
 
     # -- erasure -------------------------------------------------------------------
     def erase(self, session: Session, person_id: str) -> ErasureReceipt:

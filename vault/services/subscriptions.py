@@ -147,7 +147,7 @@ def revoke(
     session: Session, *, person_id: str, subscription_id: str, clock: Clock
 ) -> Subscription:
     """End a subscription now: status, every token of the grant, audit event, webhook."""
-    sub = session.get(Subscription, subscription_id, with_for_update=True)
+    sub = session.get(Subscription, subscription_id, with_for_update=True, populate_existing=True)
     if sub is None or sub.person_id != person_id:
         raise NotFound("no such subscription")
     if sub.status != ACTIVE:
@@ -264,12 +264,12 @@ def set_permission(
         raise ValidationFailed("max_per_week must be between 1 and 1000", field="max_per_week")
     if expires_at is not None and expires_at.tzinfo is None:
         raise ValidationFailed("expires_at needs a time zone", field="expires_at")
-    sub = session.get(Subscription, subscription_id, with_for_update=True)
+    sub = session.get(Subscription, subscription_id, with_for_update=True, populate_existing=True)
     if sub is None or sub.person_id != person_id:
         raise NotFound("no such subscription")
     if sub.status != ACTIVE:
         raise Conflict("this subscription is no longer active", field="subscription")
-    row = session.get(ContactPermission, sub.id, with_for_update=True)
+    row = session.get(ContactPermission, sub.id, with_for_update=True, populate_existing=True)
     if row is None:
         raise NotFound("no such subscription")
     if expected_version is not None and row.version != expected_version:

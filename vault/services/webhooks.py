@@ -128,7 +128,7 @@ def _record(database: Database, outbox_id: str, attempt: int, status_code: int |
             rng: Callable[[], float], report: DeliveryReport) -> None:
     now = clock.now()
     with database.write() as session:
-        event = session.get(WebhookOutbox, outbox_id, with_for_update=True)
+        event = session.get(WebhookOutbox, outbox_id, with_for_update=True, populate_existing=True)
         if event is None or event.status != PENDING:
             return
         session.add(WebhookAttempt(id=new_id(), outbox_id=outbox_id, attempt=attempt,
