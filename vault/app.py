@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Mapping
 from datetime import timedelta
 
-from flask import Flask, Response
+from flask import Flask, Response, g, request
 from flask_wtf import CSRFProtect
 
 from vault.api import init_api
@@ -26,6 +28,7 @@ from vault.web.request_db import init_request_db
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
 csrf = CSRFProtect()
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 def create_app(
@@ -86,8 +89,15 @@ def create_app(
     def _template_globals() -> dict[str, object]:
         return {"person_logged_in": current_person_id() is not None}
 
+    @app.before_request
+    def _request_id() -> None:
+        # A caller's own id is kept when it is sane, so logs on both sides line up.
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(12)
+
     @app.after_request
     def _security_headers(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id") or secrets.token_hex(12)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault(

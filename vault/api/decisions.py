@@ -16,7 +16,7 @@ from vault.api.schemas import (
 )
 from vault.extensions import runtime
 from vault.services import contacting
-from vault.web.request_db import commit, db_session
+from vault.web.request_db import db_session, end_read, reads_only
 
 blp = Blueprint("decisions", __name__, description="May I reach this person, and how?")
 
@@ -25,6 +25,7 @@ SECURITY = [{"oauth2": ["decisions"]}]
 
 # The token is checked before the body is read: a caller without one learns nothing.
 @blp.route("/decisions", methods=["POST"])
+@reads_only
 @merchant_required("decisions")
 @json_body
 @blp.arguments(DecisionRequestSchema)
@@ -39,15 +40,18 @@ def ask_decision(body: dict[str, object]) -> dict[str, object]:
     the same purpose, and says how long it may be cached (`valid_until`).
     """
     rt = runtime()
-    result = contacting.decide(
+    result, evidence = contacting.answer(
         db_session(), merchant_id=current_merchant().id, subject=str(body["subject"]),
         channel=str(body["channel"]), purpose=str(body["purpose"]),
         at=body.get("at"), data_keys=rt.data_keys, clock=rt.clock)  # type: ignore[arg-type]
-    commit()
+    end_read()
+    with rt.database.write() as session:
+        contacting.keep(session, evidence)
     return asdict(result)
 
 
 @blp.route("/decisions/batch", methods=["POST"])
+@reads_only
 @merchant_required("decisions")
 @json_body
 @blp.arguments(BatchRequestSchema)
@@ -57,10 +61,12 @@ def ask_decision(body: dict[str, object]) -> dict[str, object]:
 def ask_batch(body: dict[str, object]) -> dict[str, object]:
     """Ask for up to 10,000 subjects at once (a campaign); results in input order."""
     rt = runtime()
-    results = contacting.decide_batch(
+    batch = contacting.answer_batch(
         db_session(), merchant_id=current_merchant().id,
         subjects=list(body["subjects"]),  # type: ignore[call-overload]
-        channel=str(body["channel"]), purpose=str(body["purpose"]), at=body.get("at"),  # type: ignore[arg-type]
-        data_keys=rt.data_keys, clock=rt.clock)
-    commit()
-    return {"results": results}
+        channel=str(body["channel"]), purpose=str(body["purpose"]),
+        at=body.get("at"), data_keys=rt.data_keys, clock=rt.clock)  # type: ignore[arg-type]
+    end_read()
+    with rt.database.write() as session:
+        contacting.keep(session, batch)
+    return {"results": batch.results}

@@ -61,6 +61,85 @@ def _moment(at: datetime | None, now: datetime) -> datetime:
     return at
 
 
+@dataclass(frozen=True)
+class DecisionEvidence:
+    """What must be kept of one answer (never the address)."""
+
+    decision_id: str
+    merchant_id: str
+    subscription_id: str | None
+    subject: str
+    channel: str
+    purpose: str
+    asked_at: datetime
+    decided_at: datetime
+    allowed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchEvidence:
+    merchant_id: str
+    channel: str
+    purpose: str
+    asked_at: datetime
+    decided_at: datetime
+    results: list[dict[str, object]]
+
+
+def answer(
+    session: Session,
+    *,
+    merchant_id: str,
+    subject: str,
+    channel: str,
+    purpose: str,
+    at: datetime | None,
+    data_keys: DataKeys,
+    clock: Clock,
+) -> tuple[DecisionResult, DecisionEvidence]:
+    """Answer one question, reading only; the caller keeps the evidence (``keep``).
+
+    Reading and keeping are split so the API can end its read snapshot before
+    it appends the evidence in a short write transaction of its own.
+    """
+    now = clock.now()
+    moment = _moment(at, now)
+    loaded = decision_store.load_terms(session.connection(), merchant_id=merchant_id,
+                                       subjects=[subject], purpose=purpose, now=moment,
+                                       data_keys=data_keys).get(subject)
+    terms = loaded.terms if loaded else None
+    verdict = evaluate(terms, channel, purpose, moment)
+    decision_id = new_id()
+    result = DecisionResult(
+        decision_id=decision_id, subject=subject, channel=channel, purpose=purpose,
+        allowed=verdict.allowed, reason=verdict.reason,
+        reach=decision_store.reach_for(loaded, channel) if loaded and verdict.allowed else None,
+        alternatives=alternatives(terms, channel, purpose, moment),
+        next_allowed_at=verdict.next_allowed_at, valid_until=verdict.valid_until)
+    evidence = DecisionEvidence(decision_id, merchant_id,
+                                loaded.subscription_id if loaded else None, subject, channel,
+                                purpose, moment, now, verdict.allowed, verdict.reason)
+    return result, evidence
+
+
+def keep(session: Session, evidence: DecisionEvidence | BatchEvidence) -> None:
+    """Append the evidence of an answer (see ``_relaxed_durability``)."""
+    _relaxed_durability(session)
+    if isinstance(evidence, BatchEvidence):
+        decision_store.record_batch(
+            session.connection(), merchant_id=evidence.merchant_id, channel=evidence.channel,
+            purpose=evidence.purpose, asked_at=evidence.asked_at,
+            decided_at=evidence.decided_at, results=evidence.results)
+        return
+    decision_store.record_decision(
+        session.connection(), decision_id=evidence.decision_id,
+        merchant_id=evidence.merchant_id, subscription_id=evidence.subscription_id,
+        subject=evidence.subject, channel=evidence.channel, purpose=evidence.purpose,
+        asked_at=evidence.asked_at, decided_at=evidence.decided_at,
+        allowed=evidence.allowed, reason=evidence.reason)
+
+
 def decide(
     session: Session,
     *,
@@ -72,27 +151,43 @@ def decide(
     data_keys: DataKeys,
     clock: Clock,
 ) -> DecisionResult:
-    """Answer one question and keep the answer as evidence."""
+    """Answer one question and keep the evidence in the same session."""
+    result, evidence = answer(session, merchant_id=merchant_id, subject=subject,
+                              channel=channel, purpose=purpose, at=at, data_keys=data_keys,
+                              clock=clock)
+    keep(session, evidence)
+    return result
+
+
+def answer_batch(
+    session: Session,
+    *,
+    merchant_id: str,
+    subjects: list[str],
+    channel: str,
+    purpose: str,
+    at: datetime | None,
+    data_keys: DataKeys,
+    clock: Clock,
+) -> BatchEvidence:
+    """Answer a campaign in input order (duplicates answered each time), reading only."""
     now = clock.now()
     moment = _moment(at, now)
-    _relaxed_durability(session)
-    connection = session.connection()
-    loaded = decision_store.load_terms(connection, merchant_id=merchant_id, subjects=[subject],
-                                       purpose=purpose, now=moment, data_keys=data_keys).get(
-        subject)
-    terms = loaded.terms if loaded else None
-    verdict = evaluate(terms, channel, purpose, moment)
-    decision_id = decision_store.record_decision(
-        connection, merchant_id=merchant_id,
-        subscription_id=loaded.subscription_id if loaded else None, subject=subject,
-        channel=channel, purpose=purpose, asked_at=moment, decided_at=now,
-        allowed=verdict.allowed, reason=verdict.reason)
-    return DecisionResult(
-        decision_id=decision_id, subject=subject, channel=channel, purpose=purpose,
-        allowed=verdict.allowed, reason=verdict.reason,
-        reach=decision_store.reach_for(loaded, channel) if loaded and verdict.allowed else None,
-        alternatives=alternatives(terms, channel, purpose, moment),
-        next_allowed_at=verdict.next_allowed_at, valid_until=verdict.valid_until)
+    loaded = decision_store.load_terms(session.connection(), merchant_id=merchant_id,
+                                       subjects=list(dict.fromkeys(subjects)), purpose=purpose,
+                                       now=moment, data_keys=data_keys)
+    cache: dict[str, dict[str, object]] = {}
+    results: list[dict[str, object]] = []
+    for subject in subjects:
+        found_answer = cache.get(subject)
+        if found_answer is None:
+            found = loaded.get(subject)
+            verdict = evaluate(found.terms if found else None, channel, purpose, moment)
+            found_answer = {"subject": subject, "allowed": verdict.allowed,
+                            "reason": verdict.reason, "next_allowed_at": verdict.next_allowed_at}
+            cache[subject] = found_answer
+        results.append(found_answer)
+    return BatchEvidence(merchant_id, channel, purpose, moment, now, results)
 
 
 def decide_batch(
@@ -106,29 +201,11 @@ def decide_batch(
     data_keys: DataKeys,
     clock: Clock,
 ) -> list[dict[str, object]]:
-    """Answer a campaign in input order (duplicates answered each time); one evidence record."""
-    now = clock.now()
-    moment = _moment(at, now)
-    _relaxed_durability(session)
-    connection = session.connection()
-    loaded = decision_store.load_terms(connection, merchant_id=merchant_id,
-                                       subjects=list(dict.fromkeys(subjects)), purpose=purpose,
-                                       now=moment, data_keys=data_keys)
-    cache: dict[str, dict[str, object]] = {}
-    results: list[dict[str, object]] = []
-    for subject in subjects:
-        answer = cache.get(subject)
-        if answer is None:
-            found = loaded.get(subject)
-            verdict = evaluate(found.terms if found else None, channel, purpose, moment)
-            answer = {"subject": subject, "allowed": verdict.allowed, "reason": verdict.reason,
-                      "next_allowed_at": verdict.next_allowed_at}
-            cache[subject] = answer
-        results.append(answer)
-    decision_store.record_batch(connection, merchant_id=merchant_id, channel=channel,
-                                purpose=purpose, asked_at=moment, decided_at=now,
-                                results=results)
-    return results
+    """Answer a campaign and keep one evidence record in the same session."""
+    batch = answer_batch(session, merchant_id=merchant_id, subjects=subjects, channel=channel,
+                         purpose=purpose, at=at, data_keys=data_keys, clock=clock)
+    keep(session, batch)
+    return batch.results
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 
-from sqlalchemy import Connection, any_, bindparam, insert, select, text
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.types import JSON
+from sqlalchemy import Connection, insert
 
 from vault.crypto.envelope import DataKey
 from vault.models import (
@@ -60,34 +60,74 @@ class LoadedTerms:
     profile_row: dict[str, bytes | None]
 
 
+_TERMS_SQL = """
+SELECT s.id, s.subject, s.status, s.person_id, s.shared_fields,
+       pk.kek_id, pk.wrapped, cp.record AS permissions,
+       gr.record AS rules, gr.version AS rules_version,
+       pr.time_zone, pr.channel_order, pr.email, pr.phone, pr.address
+FROM subscription s
+LEFT JOIN person_key pk ON pk.person_id = s.person_id
+LEFT JOIN contact_permission cp ON cp.subscription_id = s.id
+LEFT JOIN global_rules gr ON gr.person_id = s.person_id
+LEFT JOIN profile pr ON pr.person_id = s.person_id
+WHERE s.merchant_id = :merchant_id AND """
+
+_CONTACTS_SQL = """
+SELECT subscription_id, channel, occurred_at FROM contact_event
+WHERE purpose = :purpose AND occurred_at > :since AND occurred_at <= :now AND """
+
+#: per dialect: one value, many values (as one JSON text on SQLite, an array on PostgreSQL)
+_ONE = "{column} = :{name}"
+_MANY = {
+    "sqlite": "{column} IN (SELECT value FROM json_each(:{name}))",
+    "postgresql": "{column} = ANY(:{name})",
+}
+_NAMED = re.compile(r":([a-z_]+)")
+
+
+@lru_cache(maxsize=32)
+def _statement(dialect: str, head: str, column: str, name: str, many: bool) -> str:
+    """The driver-level SQL for ``head`` + a filter on ``column``, built once per shape.
+
+    Skipping SQLAlchemy's statement construction and caching on this path is
+    what keeps a decision cheap: building the same query each time cost more
+    than running it.
+    """
+    where = (_MANY[dialect] if many else _ONE).format(column=column, name=name)
+    sql = head + where
+    if dialect == "postgresql":
+        sql = _NAMED.sub(r"%(\1)s", sql)
+    return sql
+
+
+def _values(dialect: str, values: Sequence[str]) -> object:
+    return json.dumps(list(values)) if dialect == "sqlite" else list(values)
+
+
+def _stamp(dialect: str, moment: datetime) -> object:
+    """A UTC time as the column stores it (SQLite: naive ISO text, as SQLAlchemy writes it)."""
+    if dialect == "sqlite":
+        return moment.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment
+
+
+def _read_stamp(value: object) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _run(connection: Connection, sql: str, params: dict[str, object]):  # type: ignore[no-untyped-def]
+    return connection.exec_driver_sql(sql, params)
+
+
 def _terms_query(connection: Connection, merchant_id: str, subjects: Sequence[str]):  # type: ignore[no-untyped-def]
-    columns = (
-        s.c.id, s.c.subject, s.c.status, s.c.person_id, s.c.shared_fields,
-        pk.c.kek_id, pk.c.wrapped, cp.c.record.label("permissions"),
-        gr.c.record.label("rules"), gr.c.version.label("rules_version"),
-        pr.c.time_zone, pr.c.channel_order, pr.c.email, pr.c.phone, pr.c.address,
-    )
-    query = (
-        select(*columns)
-        .select_from(
-            s.outerjoin(pk, pk.c.person_id == s.c.person_id)
-            .outerjoin(cp, cp.c.subscription_id == s.c.id)
-            .outerjoin(gr, gr.c.person_id == s.c.person_id)
-            .outerjoin(pr, pr.c.person_id == s.c.person_id)
-        )
-        .where(s.c.merchant_id == merchant_id)
-    )
-    if len(subjects) == 1:
-        query = query.where(s.c.subject == subjects[0])
-        return connection.execute(query)
-    if connection.dialect.name == "postgresql":
-        query = query.where(s.c.subject == any_(
-            bindparam("subjects", type_=postgresql.ARRAY(s.c.subject.type))))
-        return connection.execute(query, {"subjects": list(subjects)})
-    wanted = select(text("value")).select_from(
-        text("json_each(:subjects)").bindparams(bindparam("subjects", type_=JSON)))
-    return connection.execute(query.where(s.c.subject.in_(wanted)),
-                              {"subjects": list(subjects)})
+    dialect = connection.dialect.name
+    many = len(subjects) != 1
+    sql = _statement(dialect, _TERMS_SQL, "s.subject", "subjects" if many else "subject", many)
+    params: dict[str, object] = {"merchant_id": merchant_id}
+    params["subjects" if many else "subject"] = _values(dialect, subjects) if many \
+        else subjects[0]
+    return _run(connection, sql, params)
 
 
 def load_terms(
@@ -152,26 +192,17 @@ def _recent_contacts(
 ) -> dict[str, dict[tuple[str, str], list[datetime]]]:
     if not subscription_ids:
         return {}
-    query = select(ce.c.subscription_id, ce.c.channel, ce.c.occurred_at).where(
-        ce.c.purpose == purpose, ce.c.occurred_at > now - CAP_WINDOW,
-        ce.c.occurred_at <= now,
-    )
-    if len(subscription_ids) == 1:
-        result = connection.execute(query.where(ce.c.subscription_id == subscription_ids[0]))
-    elif connection.dialect.name == "postgresql":
-        result = connection.execute(
-            query.where(ce.c.subscription_id == any_(
-                bindparam("ids", type_=postgresql.ARRAY(ce.c.subscription_id.type)))),
-            {"ids": list(subscription_ids)})
-    else:
-        wanted = select(text("value")).select_from(
-            text("json_each(:ids)").bindparams(bindparam("ids", type_=JSON)))
-        result = connection.execute(query.where(ce.c.subscription_id.in_(wanted)),
-                                    {"ids": list(subscription_ids)})
+    dialect = connection.dialect.name
+    many = len(subscription_ids) != 1
+    sql = _statement(dialect, _CONTACTS_SQL, "subscription_id", "ids" if many else "id", many)
+    params: dict[str, object] = {"purpose": purpose, "since": _stamp(dialect, now - CAP_WINDOW),
+                                 "now": _stamp(dialect, now)}
+    params["ids" if many else "id"] = _values(dialect, subscription_ids) if many \
+        else subscription_ids[0]
     found: dict[str, dict[tuple[str, str], list[datetime]]] = defaultdict(
         lambda: defaultdict(list))
-    for sub_id, channel, occurred in result:
-        found[sub_id][(channel, purpose)].append(occurred)
+    for sub_id, channel, occurred in _run(connection, sql, params):
+        found[sub_id][(channel, purpose)].append(_read_stamp(occurred))
     return found
 
 
@@ -187,9 +218,17 @@ def reach_for(loaded: LoadedTerms, channel: str) -> str | None:
                               field=field).decode()
 
 
+_DECISION_INSERT = (
+    "INSERT INTO decision (id, merchant_id, subscription_id, subject, channel, purpose, "
+    "asked_at, decided_at, allowed, reason) VALUES (:id, :merchant_id, :subscription_id, "
+    ":subject, :channel, :purpose, :asked_at, :decided_at, :allowed, :reason)"
+)
+
+
 def record_decision(
     connection: Connection,
     *,
+    decision_id: str,
     merchant_id: str,
     subscription_id: str | None,
     subject: str,
@@ -201,11 +240,13 @@ def record_decision(
     reason: str,
 ) -> str:
     """Store one decision as evidence; returns its id."""
-    decision_id = new_id()
-    connection.execute(insert(decision_table).values(
-        id=decision_id, merchant_id=merchant_id, subscription_id=subscription_id,
-        subject=subject, channel=channel, purpose=purpose, asked_at=asked_at,
-        decided_at=decided_at, allowed=allowed, reason=reason))
+    dialect = connection.dialect.name
+    sql = _DECISION_INSERT if dialect == "sqlite" else _NAMED.sub(r"%(\1)s", _DECISION_INSERT)
+    _run(connection, sql, {
+        "id": decision_id, "merchant_id": merchant_id, "subscription_id": subscription_id,
+        "subject": subject, "channel": channel, "purpose": purpose,
+        "asked_at": _stamp(dialect, asked_at), "decided_at": _stamp(dialect, decided_at),
+        "allowed": allowed, "reason": reason})
     return decision_id
 
 
