@@ -310,3 +310,27 @@ def test_reading_subscriptions_needs_the_read_scope(vault: Vault) -> None:
         body = assert_problem(vault.client.get(path, headers=headers), 403,
                               "insufficient-scope")
         assert sub.subject not in json.dumps(body)
+
+
+def test_a_retried_report_with_the_same_idempotency_key_is_recorded_once(
+    vault: Vault,
+) -> None:
+    merchant, headers = merchant_with_token(vault)
+    sub = subscribe(vault.runtime, merchant)
+    keyed = {**headers, "Idempotency-Key": "order-42-mail"}
+    body = {"subject": sub.subject, **OFFERS_BY_EMAIL}
+    before = row_counts(vault.runtime)["contact_event"]
+
+    first = vault.client.post(CONTACTS, json=body, headers=keyed)
+    again = vault.client.post(CONTACTS, json=body, headers=keyed)
+
+    assert first.status_code == again.status_code == 201
+    assert first.get_json() == again.get_json()
+    assert row_counts(vault.runtime)["contact_event"] == before + 1
+    other = vault.client.post(CONTACTS, json={**body, "channel": "sms"}, headers=keyed)
+    assert other.status_code == 400 and other.get_json()["field"] == "Idempotency-Key"
+    assert row_counts(vault.runtime)["contact_event"] == before + 1
+    fresh = vault.client.post(CONTACTS, json=body,
+                              headers={**headers, "Idempotency-Key": "order-43-mail"})
+    assert fresh.status_code == 201
+    assert row_counts(vault.runtime)["contact_event"] == before + 2

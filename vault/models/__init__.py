@@ -10,6 +10,7 @@ from sqlmodel import SQLModel
 from vault.models.audit import AuditEvent, AuditHead
 from vault.models.contact import ContactEvent
 from vault.models.decision import Decision, DecisionBatch
+from vault.models.idempotency import IdempotentRequest
 from vault.models.merchant import Merchant
 from vault.models.oauth import AuthorizationCode, OAuthToken
 from vault.models.outbox import WebhookAttempt, WebhookOutbox
@@ -27,6 +28,7 @@ __all__ = [
     "Decision",
     "DecisionBatch",
     "GlobalRules",
+    "IdempotentRequest",
     "Merchant",
     "OAuthToken",
     "Person",
