@@ -13,7 +13,11 @@ from vault.services.decisions import REASONS
 from vault.vocabulary import CHANNELS, PROFILE_FIELDS, PURPOSES
 
 MAX_BATCH = 10_000
-SUBJECT = {"validate": validate.Length(min=1, max=128)}
+#: Identifiers are plain ASCII tokens: anything else cannot be one of ours, and text
+#: with NUL or lone surrogates must never reach the database driver.
+IDENTIFIER = r"^[A-Za-z0-9._~-]+$"
+SUBJECT = {"validate": [validate.Length(min=1, max=128), validate.Regexp(IDENTIFIER)],
+           "metadata": {"description": "The pairwise subject id from the grant"}}
 
 
 class StrictSchema(ma.Schema):
@@ -86,7 +90,8 @@ class ContactRequestSchema(StrictSchema):
     subject = ma.fields.String(required=True, **SUBJECT)
     channel = _channel()
     purpose = _purpose()
-    decision_id = ma.fields.String(load_default=None, validate=validate.Length(max=64))
+    decision_id = ma.fields.String(load_default=None, validate=[
+        validate.Length(min=1, max=64), validate.Regexp(IDENTIFIER)])
     at = ma.fields.AwareDateTime(load_default=None,
                                  metadata={"description": "When the contact happened"})
 
@@ -134,7 +139,8 @@ class SubscriptionPageSchema(ma.Schema):
 
 
 class PageQuerySchema(StrictSchema):
-    cursor = ma.fields.String(load_default=None, validate=validate.Length(max=200))
+    cursor = ma.fields.String(load_default=None, validate=[
+        validate.Length(min=1, max=200), validate.Regexp(IDENTIFIER)])
     limit = ma.fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 

@@ -67,8 +67,9 @@ def _http_problem(error: HTTPException) -> Response:
         messages = data["messages"]
         body["type"] = PROBLEM_BASE + "invalid-request"
         body["detail"] = "The request failed validation."
-        body["errors"] = messages.get("json", messages) if isinstance(messages, dict) \
-            else messages
+        errors = messages.get("json", messages) if isinstance(messages, dict) else messages
+        # Always an object keyed by field, as documented; body-level messages go under "body".
+        body["errors"] = errors if isinstance(errors, dict) else {"body": errors}
         field = _first_field(messages)
         if field:
             body["field"] = field
