@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: lint
+	scripts/ensure-chromium
 	$(BIN)/pytest
 
 clean:

@@ -22,6 +22,7 @@ from vault.oauth.server import config_oauth
 from vault.ui import views as ui_views
 from vault.ui.session import current_person_id
 from vault.web import health
+from vault.web.headers import content_security_policy
 from vault.web.problems import register_problem_handlers
 from vault.web.request_db import init_request_db
 
@@ -100,10 +101,7 @@ def create_app(
         response.headers["X-Request-Id"] = g.get("request_id") or secrets.token_hex(12)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        )
+        response.headers.setdefault("Content-Security-Policy", content_security_policy())
         return response
 
     return app

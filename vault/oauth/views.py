@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from authlib.integrations.flask_oauth2 import current_token
 from authlib.oauth2 import OAuth2Error
-from flask import Blueprint, jsonify, render_template, request
+from flask import Blueprint, jsonify, make_response, render_template, request
 from werkzeug.wrappers import Response
 
 from vault.extensions import runtime
@@ -20,6 +20,7 @@ from vault.services.scopes import (
 )
 from vault.ui.labels import contact_label, field_label
 from vault.ui.session import current_person_id, login_required
+from vault.web.headers import content_security_policy, origin_of
 from vault.web.request_db import commit, db_session
 
 bp = Blueprint("oauth", __name__)
@@ -69,17 +70,22 @@ def authorize() -> Response | str | tuple[str, int]:
                                            data_keys=runtime().data_keys).grant
     items = _consent_items(requested, before)
 
+    redirect_origin = origin_of(grant.request.payload.redirect_uri)
+
+    def consent_page(error: str | None, status: int = 200) -> Response:
+        page = make_response(render_template("consent.html", merchant=client.name,
+                                             items=items, error=error), status)
+        page.headers["Content-Security-Policy"] = content_security_policy([redirect_origin])
+        return page
+
     if request.method == "GET":
-        return render_template("consent.html", merchant=client.name, items=items, error=None)
+        return consent_page(None)
 
     if request.form.get("action") != "allow":
         return server.create_authorization_response(grant_user=None, grant=grant)
     granted = requested.narrowed_to(set(request.form.getlist("grant")))
     if granted.is_empty:
-        return render_template(
-            "consent.html", merchant=client.name, items=items,
-            error="Tick at least one thing to allow, or choose Deny.",
-        ), 400
+        return consent_page("Tick at least one thing to allow, or choose Deny.", 400)
     rt = runtime()
     sub = subscription_service.grant(
         session, person_id=person_id, merchant=client, granted=granted, requested=requested,
