@@ -280,3 +280,13 @@ def screenshots(request: pytest.FixtureRequest) -> Path:
     folder = ARTIFACTS / "screenshots" / request.node.name.replace("/", "_")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the browser tests last.
+
+    Playwright's sync API keeps an event loop running in the main thread for
+    the rest of the session once a browser starts, and ``asyncio.run`` (the
+    async SDK tests) refuses to start inside it.
+    """
+    items.sort(key=lambda item: "page" in getattr(item, "fixturenames", ()))
