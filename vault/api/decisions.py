@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
+from datetime import datetime
 
+from flask import Response
 from flask_smorest import Blueprint
 
 from vault.api.auth import current_merchant, merchant_required
@@ -69,4 +72,13 @@ def ask_batch(body: dict[str, object]) -> dict[str, object]:
     end_read()
     with rt.database.write() as session:
         contacting.keep(session, batch)
-    return {"results": batch.results}
+    # Serialised by hand: marshmallow would spend longer on 10,000 results than the
+    # decisions took. The shape is the documented BatchResponseSchema.
+    body = json.dumps({"results": [
+        {**item, "next_allowed_at": _iso(item["next_allowed_at"])} for item in batch.results]},
+        separators=(",", ":"))
+    return Response(body, status=200, mimetype="application/json")  # type: ignore[return-value]
+
+
+def _iso(moment: object) -> str | None:
+    return moment.isoformat() if isinstance(moment, datetime) else None

@@ -175,7 +175,7 @@ def answer_batch(
     moment = _moment(at, now)
     loaded = decision_store.load_terms(session.connection(), merchant_id=merchant_id,
                                        subjects=list(dict.fromkeys(subjects)), purpose=purpose,
-                                       now=moment, data_keys=data_keys)
+                                       now=moment, data_keys=data_keys, detail=False)
     cache: dict[str, dict[str, object]] = {}
     results: list[dict[str, object]] = []
     for subject in subjects:

@@ -33,6 +33,7 @@ from vault.models import (
     Subscription,
 )
 from vault.models.types import new_id
+from vault.services.accounts import DEFAULT_TIME_ZONE
 from vault.services.decisions import CAP_WINDOW, REACH_FIELD, Terms
 from vault.services.keys import DataKeys
 from vault.services.permissions import open_grid
@@ -138,11 +139,15 @@ def load_terms(
     purpose: str,
     now: datetime,
     data_keys: DataKeys,
+    detail: bool = True,
 ) -> dict[str, LoadedTerms]:
     """Terms of the merchant's subscriptions among ``subjects``, keyed by subject.
 
     A subject of another merchant, or one that does not exist, is simply
-    absent, which the engine answers as ``unknown_subject``.
+    absent, which the engine answers as ``unknown_subject``. Without
+    ``detail`` (campaigns: no reach, no alternatives) the channel order and
+    shared fields stay sealed, and the time zone is opened only when a
+    quiet-hours window needs it.
     """
     rows = list(_terms_query(connection, merchant_id, subjects))
     contacts = _recent_contacts(connection, [r.id for r in rows if r.status == "active"],
@@ -158,13 +163,16 @@ def load_terms(
         permissions = open_grid(key, _Sealed(row.id, row.permissions)) if row.permissions \
             else {}
         rules = open_rules(key, _SealedRules(pid, row.rules, row.rules_version))
-        tz = key.decrypt(row.time_zone, table="profile", row_id=pid, field="time_zone").decode()
+        windows = rules.quiet_hours is not None or any(
+            p.quiet_hours is not None for p in permissions.values())
+        tz = key.decrypt(row.time_zone, table="profile", row_id=pid, field="time_zone").decode() \
+            if (detail or windows) and row.time_zone else DEFAULT_TIME_ZONE
         order = json.loads(key.decrypt(row.channel_order, table="profile", row_id=pid,
-                                       field="channel_order")) if row.channel_order \
-            else list(CHANNELS)
+                                       field="channel_order")) \
+            if detail and row.channel_order else list(CHANNELS)
         shared = tuple(json.loads(key.decrypt(row.shared_fields, table="subscription",
                                               row_id=row.id, field="shared_fields"))) \
-            if row.shared_fields else ()
+            if detail and row.shared_fields else ()
         terms = Terms(status=row.status, permissions=permissions, rules=rules, time_zone=tz,
                       channel_order=tuple(order), shared_fields=shared,
                       recent_contacts=contacts.get(row.id, {}))
