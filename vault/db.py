@@ -13,8 +13,9 @@ first. Readers use plain deferred transactions and never block writers.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from threading import RLock
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -59,10 +60,14 @@ class Database:
             self.write_engine = _sqlite_engine(
                 url, busy_timeout_ms=busy_timeout_ms, begin="BEGIN IMMEDIATE"
             )
+            # Threads of one process queue here instead of in SQLite's busy handler,
+            # which sleeps in growing steps and turns contention into long tails.
+            self._write_lock: AbstractContextManager[object] = RLock()
         else:
             self.read_engine = self.write_engine = create_engine(
                 url, pool_pre_ping=True, pool_size=5, max_overflow=10
             )
+            self._write_lock = nullcontext()
 
     @property
     def dialect(self) -> str:
@@ -71,7 +76,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
-        with Session(self.write_engine, expire_on_commit=False) as session:
+        with self._write_lock, Session(self.write_engine, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()
