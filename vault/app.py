@@ -79,7 +79,7 @@ def create_app(
     app.register_blueprint(ui_views.bp)
     init_api(app)
     # The API authenticates with bearer tokens, never cookies: CSRF does not apply.
-    for blueprint_name in ("decisions", "contacts", "subscriptions"):
+    for blueprint_name in ("decisions", "contacts", "subscriptions", "audit"):
         csrf.exempt(app.blueprints[blueprint_name])
     # Client-authenticated endpoints: no cookies involved, so no CSRF token either.
     for view in (oauth_views.issue_token, oauth_views.revoke_token,

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,20 @@ def keys_retire(as_json: bool) -> None:
           [f"retired {len(retired)} KEK(s)" + (": " + ", ".join(retired) if retired else "")])
 
 
+@keys.command("jwks")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write to this file instead of standard output.")
+def keys_jwks(output: str | None) -> None:
+    """Print the public JWKS (as /.well-known/jwks.json serves it), for offline auditors."""
+    keyring = KeyRing.load(_settings().keyring_path)
+    document = json.dumps({"keys": [key.public_jwk() for key in keyring.signing_keys]},
+                          indent=2) + "\n"
+    if output:
+        Path(output).write_text(document, encoding="utf-8")
+    else:
+        click.echo(document, nl=False)
+
+
 @cli.group()
 def merchant() -> None:
     """Merchants (shops) that may ask the vault."""
@@ -285,6 +300,97 @@ def auditor_add(name: str, as_json: bool) -> None:
         issued = merchant_service.register_client(session, clock=runtime.clock, name=name,
                                                   kind="auditor")
     _print_issued(issued, as_json)
+
+
+@cli.group()
+def audit() -> None:
+    """Export the consent log and verify exports offline."""
+
+
+def _aware(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not an ISO 8601 date-time: {value!r}",
+                                 param_hint=name) from exc
+    if moment.tzinfo is None:
+        raise click.BadParameter("give a time zone, e.g. 2026-01-01T00:00:00Z",
+                                 param_hint=name)
+    return moment
+
+
+@audit.command("export")
+@click.option("--since", help="Only events at or after this ISO 8601 instant.")
+@click.option("--until", help="Only events before this ISO 8601 instant.")
+@click.option("--merchant", "merchant_client_id", help="Only events about this merchant.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write to this file instead of standard output.")
+def audit_export(since: str | None, until: str | None, merchant_client_id: str | None,
+                 output: str | None) -> None:
+    """Write the consent log as JSON Lines with a freshly signed tree head."""
+    from vault.services.audit_export import export_lines
+
+    since_at, until_at = _aware(since, "--since"), _aware(until, "--until")
+    runtime = _runtime()
+    try:
+        with runtime.database.read() as session:
+            merchant_id = None
+            if merchant_client_id is not None:
+                found = merchant_service.find_client(session, merchant_client_id)
+                if found.kind != "merchant":
+                    raise click.BadParameter(f"no merchant {merchant_client_id!r}",
+                                             param_hint="--merchant")
+                merchant_id = found.id
+            lines = export_lines(session, signing_key=runtime.keyring.signing_key,
+                                 clock=runtime.clock, since=since_at, until=until_at,
+                                 merchant_id=merchant_id)
+            if output:
+                with Path(output).open("w", encoding="utf-8") as handle:
+                    handle.writelines(lines)
+            else:
+                for line in lines:
+                    click.echo(line, nl=False)
+    finally:
+        runtime.database.dispose()
+
+
+@audit.command("verify")
+@click.argument("export", type=click.Path(exists=True, dir_okay=False))
+@click.option("--jwks", "jwks_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The vault's JWKS (prefvault keys jwks, or /.well-known/jwks.json).")
+def audit_verify(export: str, jwks_path: str) -> None:
+    """Check an export offline against the vault's public keys."""
+    from vault.audit.verify import verify_export
+
+    try:
+        jwks = json.loads(Path(jwks_path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise click.BadParameter("not a JSON document", param_hint="--jwks") from exc
+    if not isinstance(jwks, dict):
+        raise click.BadParameter("not a JWKS object", param_hint="--jwks")
+    with Path(export).open(encoding="utf-8", errors="strict") as handle:
+        try:
+            result = verify_export(handle, jwks)
+        except UnicodeDecodeError:
+            click.echo("FAILED at the export: not UTF-8 text")
+            raise click.exceptions.Exit(EXIT_FAILURE) from None
+    if not result.ok:
+        where = (f"leaf {result.first_bad_index}" if result.first_bad_index is not None
+                 else "the export")
+        click.echo(f"FAILED at {where}: {result.reason}")
+        raise click.exceptions.Exit(EXIT_FAILURE)
+    size = _tree_size(export)
+    click.echo(f"ok: {result.events} events, tree size {size}")
+
+
+def _tree_size(export: str) -> int:
+    with Path(export).open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                return int(json.loads(line)["tree_size"])
+    return 0
 
 
 @cli.command()
@@ -359,8 +465,11 @@ def worker(once: bool, interval: float, max_attempts: int, as_json: bool) -> Non
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the command and turn every failure into one line and a status."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="prefvault",
-                 standalone_mode=False)
+        status = cli.main(args=list(argv) if argv is not None else None,
+                          prog_name="prefvault", standalone_mode=False)
+        # click returns the code of a deliberate ``Exit`` (a failed verification).
+        if isinstance(status, int) and not isinstance(status, bool) and status:
+            return status
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
         return EXIT_USAGE

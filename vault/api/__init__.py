@@ -45,7 +45,7 @@ API_EXTENSION = "prefvault_api"
 
 def init_api(app: Flask) -> VaultApi:
     """Attach a fresh API (one per app, so apps built side by side share nothing)."""
-    from vault.api import contacts, decisions, subscriptions
+    from vault.api import audit, contacts, decisions, subscriptions
 
     app.config.update(
         API_TITLE="Preference Vault API",
@@ -81,7 +81,7 @@ def init_api(app: Flask) -> VaultApi:
         },
     )
     api = VaultApi(app)
-    for blueprint in (decisions.blp, contacts.blp, subscriptions.blp):
+    for blueprint in (decisions.blp, contacts.blp, subscriptions.blp, audit.blp):
         api.register_blueprint(blueprint, url_prefix=API_PREFIX)
     if "WebhookEvent" not in api.spec.components.schemas:
         api.spec.components.schema("WebhookEvent", schema=WebhookEventSchema)

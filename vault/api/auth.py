@@ -45,3 +45,27 @@ def merchant_required(scope: str) -> Callable[[F], F]:
 
 def current_merchant() -> Merchant:
     return g.merchant
+
+
+def auditor_required(scope: str) -> Callable[[F], F]:
+    """Require a client-credentials token of an auditor carrying ``scope``.
+
+    A merchant's token, or one acting for a person, is refused with 403.
+    """
+
+    def decorator(view: F) -> F:
+        @require_oauth(scope)
+        @wraps(view)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            token = current_token
+            client = db_session().exec(
+                select(Merchant).where(Merchant.client_id == token.client_id)
+            ).first()
+            if client is None or client.kind != "auditor" or token.person_id is not None:
+                raise Forbidden("this token is not an auditor's")
+            g.auditor = client
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator

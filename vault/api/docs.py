@@ -25,13 +25,18 @@ DESCRIPTIONS = {
 }
 
 
-def problems(blp: Blueprint, *statuses: int) -> Callable[[F], F]:
-    """Declare ``application/problem+json`` answers for the given statuses."""
+def problems(blp: Blueprint, *statuses: int,
+             descriptions: dict[int, str] | None = None) -> Callable[[F], F]:
+    """Declare ``application/problem+json`` answers for the given statuses.
+
+    ``descriptions`` overrides the default wording for some statuses.
+    """
+    wording = {**DESCRIPTIONS, **(descriptions or {})}
 
     def decorator(func: F) -> F:
         for status in statuses:
             func = blp.alt_response(status, schema=ProblemSchema,
-                                    description=DESCRIPTIONS[status],
+                                    description=wording[status],
                                     content_type="application/problem+json")(func)
         return func
 

@@ -154,3 +154,15 @@ class WebhookEventSchema(ma.Schema):
     created = ma.fields.Integer(required=True, metadata={"description": "Unix time"})
     subject = ma.fields.String(required=True)
     data = ma.fields.Dict(required=True)
+
+
+class AuditExportQuerySchema(StrictSchema):
+    since = ma.fields.AwareDateTime(load_default=None, metadata={
+        "description": "Only events that occurred at or after this instant"})
+    until = ma.fields.AwareDateTime(load_default=None, metadata={
+        "description": "Only events that occurred before this instant"})
+    merchant = ma.fields.String(load_default=None, validate=[
+        validate.Length(min=1, max=200), validate.Regexp(IDENTIFIER)],
+        metadata={"description": "Only events about this merchant (its client_id)"})
+    format = ma.fields.String(load_default="jsonl", validate=validate.OneOf(["jsonl"]),
+                              metadata={"description": "Export format; only JSON Lines"})
