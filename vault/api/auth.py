@@ -1,4 +1,4 @@
-"""Who is calling the API: a merchant, by its client-credentials token."""
+"""Who is calling the API: a merchant or an auditor, by its client-credentials token."""
 
 from __future__ import annotations
 
@@ -12,45 +12,18 @@ from sqlmodel import select
 
 from vault.errors import Forbidden
 from vault.models import Merchant
+from vault.models.merchant import AUDITOR, MERCHANT
 from vault.oauth.server import require_oauth
 from vault.web.request_db import db_session
 
 F = TypeVar("F", bound=Callable[..., object])
 
 
-def merchant_required(scope: str) -> Callable[[F], F]:
-    """Require a client-credentials token of a merchant carrying ``scope``.
+def _client_required(kind: str, scope: str, refusal: str) -> Callable[[F], F]:
+    """Require a client-credentials token of a ``kind`` client carrying ``scope``.
 
-    A person-grant token (it acts for a person, not for the shop) or an
-    auditor's token is refused even if it somehow carried the scope.
-    """
-
-    def decorator(view: F) -> F:
-        @require_oauth(scope)
-        @wraps(view)
-        def wrapper(*args: object, **kwargs: object) -> object:
-            token = current_token
-            merchant = db_session().exec(
-                select(Merchant).where(Merchant.client_id == token.client_id)
-            ).first()
-            if merchant is None or merchant.kind != "merchant" or token.person_id is not None:
-                raise Forbidden("this token cannot act for a merchant")
-            g.merchant = merchant
-            return view(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorator
-
-
-def current_merchant() -> Merchant:
-    return g.merchant
-
-
-def auditor_required(scope: str) -> Callable[[F], F]:
-    """Require a client-credentials token of an auditor carrying ``scope``.
-
-    A merchant's token, or one acting for a person, is refused with 403.
+    A token acting for a person, or one of another kind of client, is refused
+    with 403 even if it somehow carried the scope.
     """
 
     def decorator(view: F) -> F:
@@ -61,11 +34,25 @@ def auditor_required(scope: str) -> Callable[[F], F]:
             client = db_session().exec(
                 select(Merchant).where(Merchant.client_id == token.client_id)
             ).first()
-            if client is None or client.kind != "auditor" or token.person_id is not None:
-                raise Forbidden("this token is not an auditor's")
-            g.auditor = client
+            if client is None or client.kind != kind or token.person_id is not None:
+                raise Forbidden(refusal)
+            g.client = client
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def merchant_required(scope: str) -> Callable[[F], F]:
+    """Require a merchant's client-credentials token carrying ``scope``."""
+    return _client_required(MERCHANT, scope, "this token cannot act for a merchant")
+
+
+def auditor_required(scope: str) -> Callable[[F], F]:
+    """Require an auditor's client-credentials token carrying ``scope``."""
+    return _client_required(AUDITOR, scope, "this token is not an auditor's")
+
+
+def current_merchant() -> Merchant:
+    return g.client
