@@ -8,6 +8,7 @@ with status 2; a failure while working exits with 1. Never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -158,8 +159,6 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 def demo(host: str, port: int, workers: int, threads: int, no_serve: bool,
          as_json: bool) -> None:
     """Initialise if needed, create a demo person and shop, print their logins, serve."""
-    import os
-
     env = dict(os.environ)
     env.setdefault("VAULT_ENV", "development")
     env.setdefault("VAULT_ISSUER", f"http://{host}:{port}")
@@ -399,11 +398,10 @@ def _tree_size(export: str) -> int:
 def openapi(output: str | None) -> None:
     """Print (or write) the OpenAPI document generated from the API's schemas."""
     from vault.app import create_app
-    from vault.crypto.keyring import KeyRing as _KeyRing
     from vault.openapi import build_spec, render
 
     settings = Settings(environment="test", database_url="sqlite:///:memory:").resolved()
-    document = render(build_spec(create_app(settings, keyring=_KeyRing.generate())))
+    document = render(build_spec(create_app(settings, keyring=KeyRing.generate())))
     if output:
         Path(output).write_text(document, encoding="utf-8")
     else:

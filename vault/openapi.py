@@ -12,11 +12,10 @@ from pathlib import Path
 from flask import Flask
 
 from vault.api import API_EXTENSION
+from vault.services.outbox import EVENT_TYPES
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 
-_WEBHOOK_TYPES = ("subscription.created", "subscription.updated", "subscription.revoked",
-                  "profile.updated")
 
 
 def build_spec(app: Flask) -> dict[str, object]:
@@ -42,7 +41,7 @@ def build_spec(app: Flask) -> dict[str, object]:
                 "responses": {"2XX": {"description": "Delivered; never sent again"}},
             }
         }
-        for name in _WEBHOOK_TYPES
+        for name in EVENT_TYPES
     }
     return spec
 

@@ -10,6 +10,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from vault.services.decisions import REASONS
+from vault.services.outbox import EVENT_TYPES
 from vault.vocabulary import CHANNELS, PROFILE_FIELDS, PURPOSES
 
 MAX_BATCH = 10_000
@@ -148,9 +149,7 @@ class WebhookEventSchema(ma.Schema):
     """The body of every webhook; signed in the ``Vault-Signature`` header."""
 
     id = ma.fields.String(required=True)
-    type = ma.fields.String(required=True, validate=validate.OneOf(
-        ["subscription.created", "subscription.updated", "subscription.revoked",
-         "profile.updated"]))
+    type = ma.fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
     created = ma.fields.Integer(required=True, metadata={"description": "Unix time"})
     subject = ma.fields.String(required=True)
     data = ma.fields.Dict(required=True)

@@ -11,9 +11,10 @@ export is JSON Lines; the first line is the signed tree head plus
 * A **filtered** export holds some leaves, each with its inclusion proof,
   checked one by one against the signed root.
 
-The leaf bytes are the canonical JSON of the event document, exactly as the
-vault's hash chain uses it (:func:`vault.services.audit.canonical_json`),
-re-implemented here so the verifier does not pull in the database layer.
+The leaf bytes are the canonical JSON of the event document. The canonical
+form is defined here, in the module with no database dependencies, and the
+vault's own log (:mod:`vault.services.audit`) imports it from here, so the two
+can never disagree.
 
 Limits worth knowing: a full export with a leaf altered so that it still parses
 and still carries the right ``seq`` can only be detected as a root mismatch at

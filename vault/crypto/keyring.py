@@ -53,6 +53,10 @@ def _unb64(text: str, *, length: int, what: str) -> bytes:
     return raw
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
 def _new_kid(prefix: str) -> str:
     return f"{prefix}-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
 
@@ -70,9 +74,12 @@ class SigningKey:
 
     def public_jwk(self) -> dict[str, str]:
         """The RFC 8037 JWK of the public half, as published in the JWKS."""
-        x = base64.urlsafe_b64encode(self.public_bytes()).rstrip(b"=").decode()
-        return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.kid, "alg": "Ed25519",
-                "use": "sig"}
+        return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(self.public_bytes()),
+                "kid": self.kid, "alg": "Ed25519", "use": "sig"}
+
+    def private_jwk(self) -> dict[str, str]:
+        """The full JWK, for the JOSE library that signs id_tokens; never published."""
+        return {**self.public_jwk(), "d": _b64url(self.private_key.private_bytes_raw())}
 
 
 @dataclass

@@ -35,7 +35,7 @@ from sqlmodel import select
 
 from vault.extensions import runtime
 from vault.models import Person, Profile, Subscription
-from vault.models.oauth import AuthorizationCode, OAuthToken
+from vault.models.oauth import AuthorizationCode
 from vault.models.subscription import ACTIVE
 from vault.models.types import new_id
 from vault.oauth.tokens import (
@@ -219,9 +219,7 @@ class VaultOpenIDCode(OpenIDCode):
         ).first() is not None
 
     def resolve_client_private_key(self, client):  # type: ignore[no-untyped-def]
-        key = runtime().keyring.signing_key
-        raw = key.private_key.private_bytes_raw()
-        return OKPKey.import_key({**key.public_jwk(), "d": _b64url(raw)})
+        return OKPKey.import_key(runtime().keyring.signing_key.private_jwk())
 
     def get_client_algorithm(self, client):  # type: ignore[no-untyped-def]
         return ID_TOKEN_ALG
@@ -265,16 +263,9 @@ def user_info(subscription_id: str, scope: str) -> UserInfo:
     return info
 
 
-def _b64url(raw: bytes) -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 __all__ = [
     "AuthorizationCodeGrant",
     "ClientCredentialsGrant",
-    "OAuthToken",
     "RefreshTokenGrant",
     "S256CodeChallenge",
     "VaultOpenIDCode",

@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from sqlmodel import Session, select
 
+from vault.audit.verify import canonical_json
 from vault.clock import Clock
 from vault.models import AuditEvent, AuditHead
 from vault.models.types import new_id
@@ -40,11 +41,6 @@ class AuditTag(StrEnum):
     PERMISSION_CHANGED = "subscription:permission:changed"
     CONTACT_REPORTED = "contact:report:allowed"
     CONTACT_VIOLATION = "contact:report:violation"
-
-
-def canonical_json(value: object) -> str:
-    """Deterministic JSON: sorted keys, no spaces, UTF-8 kept as is."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def event_document(event: AuditEvent) -> dict[str, object]:

@@ -1,8 +1,8 @@
 """Reading terms and writing evidence for decisions, off the ORM.
 
 Decisions are the hot path (a shop checks every contact, campaigns check
-100,000 people), so this module uses SQLAlchemy Core with one set-based query
-per call: a ``json_each`` join on SQLite, ``= ANY(array)`` on PostgreSQL.
+100,000 people), so this module runs driver-level SQL built once per shape, one set-based
+query per call: a ``json_each`` join on SQLite, ``= ANY(array)`` on PostgreSQL.
 Permission records stay sealed at rest; they are opened here, in memory,
 with cached data-key ciphers.
 """
@@ -22,16 +22,7 @@ from functools import lru_cache
 from sqlalchemy import Connection, insert
 
 from vault.crypto.envelope import DataKey
-from vault.models import (
-    ContactEvent,
-    ContactPermission,
-    Decision,
-    DecisionBatch,
-    GlobalRules,
-    PersonKey,
-    Profile,
-    Subscription,
-)
+from vault.models import DecisionBatch
 from vault.models.types import new_id
 from vault.services.accounts import DEFAULT_TIME_ZONE
 from vault.services.decisions import CAP_WINDOW, REACH_FIELD, Terms
@@ -40,13 +31,6 @@ from vault.services.permissions import open_grid
 from vault.services.rules import open_rules
 from vault.vocabulary import CHANNELS
 
-s = Subscription.__table__  # type: ignore[attr-defined]
-pk = PersonKey.__table__  # type: ignore[attr-defined]
-cp = ContactPermission.__table__  # type: ignore[attr-defined]
-gr = GlobalRules.__table__  # type: ignore[attr-defined]
-pr = Profile.__table__  # type: ignore[attr-defined]
-ce = ContactEvent.__table__  # type: ignore[attr-defined]
-decision_table = Decision.__table__  # type: ignore[attr-defined]
 batch_table = DecisionBatch.__table__  # type: ignore[attr-defined]
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from vault.clock import Clock
+from vault.crypto.envelope import DataKey
 from vault.errors import Conflict, NotFound, ValidationFailed
 from vault.models import ContactPermission, Merchant, Subscription
 from vault.models.oauth import OAuthToken
@@ -63,9 +64,7 @@ class SubscriptionView:
         return PersonGrant(contact=allowed, profile=self.shared_fields)
 
 
-def _seal_fields(data_keys: DataKeys, session: Session, sub: Subscription,
-                 fields: tuple[str, ...]) -> bytes:
-    key = data_keys.for_person(session, sub.person_id)
+def _seal_fields(key: DataKey, sub: Subscription, fields: tuple[str, ...]) -> bytes:
     return key.encrypt(json.dumps(list(fields)).encode(), table=_TABLE, row_id=sub.id,
                        field="shared_fields")
 
@@ -120,7 +119,7 @@ def grant(
         sub.updated_at = now
     key = data_keys.for_person(session, person_id)
     grid = grid_from_pairs(granted.contact, previous)
-    sub.shared_fields = _seal_fields(data_keys, session, sub, granted.profile)
+    sub.shared_fields = _seal_fields(key, sub, granted.profile)
     session.add(sub)
     row = session.get(ContactPermission, sub.id)
     if row is None:

@@ -153,9 +153,3 @@ def _record(database: Database, outbox_id: str, attempt: int, status_code: int |
             event.last_error = error or f"HTTP {status_code}"
             report.retried += 1
         session.add(event)
-
-
-def pending_count(database: Database) -> int:
-    with database.read() as session:
-        return len(session.exec(
-            select(WebhookOutbox.id).where(WebhookOutbox.status == PENDING)).all())

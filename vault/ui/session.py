@@ -8,7 +8,6 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from flask import redirect, request, session, url_for
-from werkzeug.wrappers import Response
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -47,6 +46,3 @@ def login_required(view: F) -> F:
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
-
-
-__all__ = ["Response", "current_person_id", "log_in", "log_out", "login_required", "safe_next"]
