@@ -204,7 +204,8 @@ class Person:
     def log_in(self) -> None:
         page = self.http.get("/login")
         assert page.status_code == 200, page.text
-        form = next(f for f in parse_page(page.text).forms if f.value("csrf_token"))
+        form = next(f for f in parse_page(page.text).forms
+                    if (f.action or "").split("?")[0].endswith("/login"))
         response = self.http.post(form.action or "/login", data={
             "csrf_token": form.value("csrf_token"),
             "next": form.value("next"),

@@ -20,9 +20,11 @@ from vault.logging_setup import configure_logging
 from vault.oauth import views as oauth_views
 from vault.oauth.server import config_oauth
 from vault.ui import views as ui_views
-from vault.ui.session import current_person_id
+from vault.ui.session import current_person_id, expire_stale_session
 from vault.web import health
 from vault.web.headers import content_security_policy
+from vault.web.i18n import init_i18n
+from vault.web.limits import apply_limits, build_limiter
 from vault.web.problems import register_problem_handlers
 from vault.web.request_db import init_request_db
 
@@ -66,7 +68,7 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.is_production,
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_max_hours),
         WTF_CSRF_TIME_LIMIT=None,
     )
     vault_ext.init_app(app, Runtime.build(settings, keyring, clock or SystemClock()))
@@ -74,10 +76,13 @@ def create_app(
     init_request_db(app)
     config_oauth(app)
     csrf.init_app(app)
+    init_i18n(app)
+    limiter = build_limiter(app, settings)
     app.register_blueprint(health.bp)
     app.register_blueprint(oauth_views.bp)
-    app.register_blueprint(ui_views.bp)
+    ui_views.register_ui(app)
     init_api(app)
+    apply_limits(app, limiter, settings)
     # The API authenticates with bearer tokens, never cookies: CSRF does not apply.
     for blueprint_name in ("decisions", "contacts", "subscriptions", "audit"):
         csrf.exempt(app.blueprints[blueprint_name])
@@ -95,6 +100,7 @@ def create_app(
         # A caller's own id is kept when it is sane, so logs on both sides line up.
         given = request.headers.get("X-Request-Id", "")
         g.request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(12)
+        expire_stale_session()
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
@@ -102,6 +108,9 @@ def create_app(
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Content-Security-Policy", content_security_policy())
+        if request.endpoint != "static":
+            # Pages and answers are about one person or one merchant: never kept by caches.
+            response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     return app

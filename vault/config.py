@@ -31,6 +31,12 @@ class Settings:
     sqlite_busy_timeout_ms: int = 5000
     redis_url: str | None = None
     password_hash_profile: str = "default"  # noqa: S105 (a cost profile name)
+    rate_limit_login_account: str = "5 per minute;20 per hour"
+    rate_limit_login_address: str = "30 per minute;300 per hour"
+    rate_limit_token: str = "120 per minute"  # noqa: S105 (a rate, not a secret)
+    rate_limit_api: str = "120000 per minute"
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
 
     @property
     def is_production(self) -> bool:
@@ -58,6 +64,8 @@ class Settings:
         if not busy.isdigit():
             raise ConfigurationError("VAULT_SQLITE_BUSY_TIMEOUT_MS must be a whole number")
         settings = cls(
+            **_rate_limits(env),
+            **_session_limits(env),
             var_dir=var_dir,
             database_url=env.get("VAULT_DATABASE_URL", ""),
             keyring_path=Path(env.get("VAULT_KEYRING", str(var_dir / "keys" / "keyring.json"))),
@@ -88,6 +96,41 @@ class Settings:
         ):
             raise ConfigurationError("VAULT_ISSUER must use https outside local development")
         return dataclasses.replace(self, database_url=url)
+
+
+_RATE_LIMIT_VARS = {
+    "rate_limit_login_account": "VAULT_RATE_LIMIT_LOGIN",
+    "rate_limit_login_address": "VAULT_RATE_LIMIT_LOGIN_ADDRESS",
+    "rate_limit_token": "VAULT_RATE_LIMIT_TOKEN",
+    "rate_limit_api": "VAULT_RATE_LIMIT_API",
+}
+
+
+def _rate_limits(env: Mapping[str, str]) -> dict[str, str]:
+    """Rate limits in the ``limits`` notation, e.g. ``5 per minute;20 per hour``."""
+    from limits import parse_many
+
+    found: dict[str, str] = {}
+    for name, var in _RATE_LIMIT_VARS.items():
+        if var in env:
+            try:
+                parse_many(env[var])
+            except ValueError:
+                raise ConfigurationError(
+                    f"{var} must look like '5 per minute;20 per hour'") from None
+            found[name] = env[var]
+    return found
+
+
+def _session_limits(env: Mapping[str, str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for name, var in (("session_idle_minutes", "VAULT_SESSION_IDLE_MINUTES"),
+                      ("session_max_hours", "VAULT_SESSION_MAX_HOURS")):
+        if var in env:
+            if not env[var].isdigit() or int(env[var]) < 1:
+                raise ConfigurationError(f"{var} must be a whole number of at least 1")
+            found[name] = int(env[var])
+    return found
 
 
 def _is_loopback(url: str) -> bool:

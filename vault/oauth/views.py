@@ -5,6 +5,7 @@ from __future__ import annotations
 from authlib.integrations.flask_oauth2 import current_token
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, jsonify, make_response, render_template, request
+from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from vault.extensions import runtime
@@ -85,7 +86,7 @@ def authorize() -> Response | str | tuple[str, int]:
         return server.create_authorization_response(grant_user=None, grant=grant)
     granted = requested.narrowed_to(set(request.form.getlist("grant")))
     if granted.is_empty:
-        return consent_page("Tick at least one thing to allow, or choose Deny.", 400)
+        return consent_page(_("Tick at least one thing to allow, or choose Deny."), 400)
     rt = runtime()
     sub = subscription_service.grant(
         session, person_id=person_id, merchant=client, granted=granted, requested=requested,

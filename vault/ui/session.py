@@ -1,4 +1,10 @@
-"""Who is logged in: the person id kept in the signed session cookie."""
+"""Who is logged in: the person id kept in the signed session cookie.
+
+A login starts a brand-new session (nothing from before survives, so a
+planted session cannot be promoted), and a session ends after
+``session_idle_minutes`` without a page view or ``session_max_hours`` after
+the login, whichever comes first, counted on the vault's clock.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,16 @@ from urllib.parse import urlsplit
 
 from flask import redirect, request, session, url_for
 
+from vault.extensions import runtime
+
 F = TypeVar("F", bound=Callable[..., object])
+
+#: how often the idle timer is written back; fewer new cookies on busy pages
+_TOUCH_SECONDS = 60
+
+
+def _now() -> int:
+    return int(runtime().clock.now().timestamp())
 
 
 def current_person_id() -> str | None:
@@ -17,15 +32,43 @@ def current_person_id() -> str | None:
     return value if isinstance(value, str) else None
 
 
-def log_in(person_id: str) -> None:
+def log_in(person_id: str, *, language: str | None = None, time_zone: str | None = None) -> None:
     """Start a fresh session: nothing from before the login survives (no fixation)."""
     session.clear()
+    now = _now()
     session["person_id"] = person_id
+    session["issued"] = now
+    session["seen"] = now
+    if language:
+        session["lang"] = language
+    if time_zone:
+        session["tz"] = time_zone
     session.permanent = True
 
 
 def log_out() -> None:
+    language = session.get("lang")
     session.clear()
+    if language:
+        session["lang"] = language
+
+
+def expire_stale_session() -> bool:
+    """End a session past its idle or absolute limit; True when one was ended."""
+    if current_person_id() is None:
+        return False
+    settings = runtime().settings
+    now = _now()
+    issued = session.get("issued")
+    seen = session.get("seen")
+    if (not isinstance(issued, int) or not isinstance(seen, int)
+            or now - issued > settings.session_max_hours * 3600
+            or now - seen > settings.session_idle_minutes * 60):
+        log_out()
+        return True
+    if now - seen >= _TOUCH_SECONDS:
+        session["seen"] = now
+    return False
 
 
 def safe_next(target: str | None) -> str:

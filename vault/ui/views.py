@@ -1,19 +1,43 @@
-"""Log in, log out and the (minimal, for now) list of subscriptions with revoke."""
+"""Log in, log out, the home redirect, the language switcher and HTML error pages.
+
+Each page area has its own module (dashboard, merchant page, rules, profile,
+activity, my data); they all register on the one ``ui`` blueprint defined here.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from importlib import import_module
+
+from flask import Blueprint, Flask, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
-from vault.errors import AuthenticationFailed, NotFound
+from vault.errors import AuthenticationFailed, ValidationFailed
 from vault.extensions import runtime
-from vault.models import Merchant
-from vault.services import subscriptions as subscription_service
-from vault.ui.labels import contact_label, field_label
-from vault.ui.session import current_person_id, log_in, log_out, login_required, safe_next
+from vault.ui import PAGE_MODULES
+from vault.ui.session import current_person_id, log_in, log_out, safe_next
+from vault.web.i18n import LANGUAGES, remember_preferences
 from vault.web.request_db import commit, db_session
 
 bp = Blueprint("ui", __name__)
+
+#: the main navigation, in order; an entry shows once its page exists
+NAV_ITEMS = (
+    ("ui.subscriptions", _l("Who may reach me")),
+    ("ui.rules", _l("My rules")),
+    ("ui.profile", _l("My profile")),
+    ("ui.activity", _l("Activity")),
+    ("ui.my_data", _l("My data")),
+)
+
+
+@bp.get("/")
+def home() -> Response:
+    if current_person_id() is None:
+        return redirect(url_for("ui.login"))
+    return redirect(url_for("ui.subscriptions"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -22,14 +46,17 @@ def login() -> str | Response | tuple[str, int]:
     if request.method == "GET":
         return render_template("login.html", next_url=next_url, error=None, email="")
     email = request.form.get("email", "")
+    rt = runtime()
     try:
-        person_id = runtime().accounts.authenticate(
+        person_id = rt.accounts.authenticate(
             db_session(), email=email, password=request.form.get("password", ""))
-    except AuthenticationFailed as exc:
-        return render_template("login.html", next_url=next_url, error=exc.detail,
-                               email=email[:320]), 401
+    except AuthenticationFailed:
+        return render_template("login.html", next_url=next_url, email=email[:320],
+                               error=_("That e-mail address and password do not match.")), 401
+    profile = rt.accounts.get_profile(db_session(), person_id)
     commit()
-    log_in(person_id)
+    log_in(person_id, language=profile.language if profile.language in LANGUAGES else None,
+           time_zone=profile.time_zone)
     return redirect(next_url)
 
 
@@ -39,36 +66,41 @@ def logout() -> Response:
     return redirect(url_for("ui.login"))
 
 
-@bp.get("/subscriptions")
-@login_required
-def subscriptions() -> str:
-    person_id = current_person_id() or ""
-    session = db_session()
-    cards = []
-    for sub in subscription_service.list_for_person(session, person_id):
-        merchant = session.get(Merchant, sub.merchant_id)
-        terms = subscription_service.view(session, sub, data_keys=runtime().data_keys)
-        cards.append({
-            "id": sub.id,
-            "merchant": merchant.name if merchant else "?",
-            "status": sub.status,
-            "permissions": [contact_label(c, p) for (c, p), perm in terms.permissions.items()
-                            if perm.allowed],
-            "fields": [field_label(f) for f in terms.shared_fields],
-        })
-    return render_template("subscriptions.html", cards=cards)
+@bp.post("/language")
+def set_language() -> Response:
+    """Switch the language; a logged-in person's profile keeps the choice."""
+    language = request.form.get("lang", "")
+    target = safe_next(request.form.get("next"))
+    if language not in LANGUAGES:
+        return redirect(target)
+    person_id = current_person_id()
+    if person_id is not None:
+        try:
+            runtime().accounts.update_profile(db_session(), person_id, {"language": language})
+        except ValidationFailed:
+            return redirect(target)
+        commit()
+    remember_preferences(language, None)
+    return redirect(target)
 
 
-@bp.post("/subscriptions/<subscription_id>/revoke")
-@login_required
-def revoke(subscription_id: str) -> Response:
-    rt = runtime()
-    try:
-        subscription_service.revoke(db_session(), person_id=current_person_id() or "",
-                                    subscription_id=subscription_id, clock=rt.clock)
-    except NotFound:
-        flash("That subscription does not exist.")
-        return redirect(url_for("ui.subscriptions"))
-    commit()
-    flash("Revoked. This shop can no longer reach you or see your data.")
-    return redirect(url_for("ui.subscriptions"))
+@bp.errorhandler(CSRFError)
+def _csrf_failed(error: CSRFError) -> tuple[str, int]:
+    """A form without a valid CSRF token changes nothing and says so in plain words."""
+    return render_template(
+        "error.html", title=_("This form has expired"),
+        message=_("Nothing was changed. Go back, reload the page and try again.")), 400
+
+
+def register_ui(app: Flask) -> None:
+    """The blueprint with every page module's routes, and the navigation."""
+    for module in PAGE_MODULES:
+        import_module(module)
+    app.register_blueprint(bp)
+
+    @app.context_processor
+    def _navigation() -> dict[str, object]:
+        if request.blueprint != "ui":
+            return {"nav_items": ()}
+        return {"nav_items": [(endpoint, label) for endpoint, label in NAV_ITEMS
+                              if endpoint in app.view_functions]}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, json
+from flask import Flask, Response, json, render_template, request
+from flask_babel import lazy_gettext
 from werkzeug.exceptions import HTTPException
 
 from vault.errors import PROBLEM_BASE, VaultError
@@ -89,6 +90,48 @@ def _http_problem(error: HTTPException) -> Response:
     return response
 
 
+_MACHINE_PATHS = ("/api/", "/oauth/token", "/oauth/revoke", "/oauth/introspect",
+                  "/oauth/userinfo", "/.well-known/")
+
+
+def _wants_page() -> bool:
+    """A browser asking for a page gets an HTML error page; programs get problem+json."""
+    if request.path.startswith(_MACHINE_PATHS):
+        return False
+    best = request.accept_mimetypes.best_match(["application/json", PROBLEM_JSON, "text/html"])
+    return best == "text/html"
+
+
+def _error_page(error: HTTPException) -> Response:
+    status = error.code or 500
+    title = _PAGE_TITLES.get(status, lazy_gettext("Something went wrong"))
+    message = _PAGE_MESSAGES.get(status, lazy_gettext("Nothing was changed. Please go back."))
+    response = Response(render_template("error.html", title=title, message=message),
+                        status=status, mimetype="text/html")
+    original = error.get_response()
+    for header in ("Allow", "Retry-After"):
+        if original.headers.get(header):
+            response.headers[header] = original.headers[header]
+    return response
+
+
+_PAGE_TITLES = {
+    400: lazy_gettext("This request cannot be handled"),
+    404: lazy_gettext("Page not found"),
+    405: lazy_gettext("This page cannot do that"),
+    413: lazy_gettext("That was too much at once"),
+    429: lazy_gettext("Too many attempts"),
+}
+_PAGE_MESSAGES = {
+    400: lazy_gettext("Nothing was changed. Go back, reload the page and try again."),
+    404: lazy_gettext("This page does not exist, or it is not yours to see."),
+    405: lazy_gettext("Nothing was changed. Use the buttons on the page."),
+    413: lazy_gettext("Nothing was changed. Please send less."),
+    429: lazy_gettext(
+        "For your safety this is paused for a while. Please try again in a few minutes."),
+}
+
+
 def register_problem_handlers(app: Flask) -> None:
     @app.errorhandler(VaultError)
     def _vault_error(error: VaultError) -> Response:
@@ -96,6 +139,8 @@ def register_problem_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
+        if _wants_page():
+            return _error_page(error)
         return _http_problem(error)
 
     @app.errorhandler(Exception)

@@ -1,0 +1,1 @@
+"""The merchant page: one subscription's permission grid, shared fields, history and revoke."""

@@ -1,0 +1,1 @@
+"""My data: download everything as JSON, or delete the account (crypto-shredding)."""

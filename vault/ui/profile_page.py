@@ -1,0 +1,1 @@
+"""My profile: the sealed profile fields and which merchants see each one."""

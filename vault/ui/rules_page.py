@@ -1,0 +1,1 @@
+"""My rules: global rules that override every merchant, and the preferred channel order."""

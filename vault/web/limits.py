@@ -1,0 +1,88 @@
+"""Rate limits: login per account and per address, token and decision endpoints.
+
+One ``Limiter`` per app, counting in Redis when ``VAULT_REDIS_URL`` is set
+(shared by every worker and host) and in the process's memory otherwise
+(each worker counts on its own: fine for one machine, documented for more).
+Counters are keyed by pseudonymous values only: an HMAC of the login address
+through the blind index, a hash of the bearer token, the client id — never an
+address or a token in clear, since Redis is outside the encrypted store.
+
+A limit that is hit answers 429 with ``Retry-After``; the API and the OAuth
+endpoints in problem+json, the web pages with the form and a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import Flask, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from vault.config import Settings
+
+
+def client_key() -> str:
+    """Who is calling an API: the bearer token's hash, else the client id, else the address."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer " and len(header) > 7:
+        return "token:" + hashlib.sha256(header[7:].encode()).hexdigest()[:32]
+    client_id = request.authorization.username if request.authorization else None
+    client_id = client_id or request.form.get("client_id")
+    if client_id:
+        return "client:" + hashlib.sha256(client_id.encode()).hexdigest()[:32]
+    return "addr:" + get_remote_address()
+
+
+def build_limiter(app: Flask, settings: Settings) -> Limiter:
+    storage = settings.redis_url or "memory://"
+    return Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=storage,
+        strategy="moving-window",
+        headers_enabled=True,
+        key_prefix="prefvault",
+        # A vault whose limit store is down still answers: limits are a shield
+        # against abuse, not a rule a person set.
+        swallow_errors=True,
+        in_memory_fallback_enabled=bool(settings.redis_url),
+    )
+
+
+def _login_account_key() -> str:
+    """The blind index of the address being tried: per account, nothing in clear."""
+    from vault.crypto.blind_index import email_index
+    from vault.extensions import runtime
+
+    address = request.form.get("email", "")[:320].strip().lower()
+    digest = email_index(runtime().keyring.blind_index_key, address).hex()[:32]
+    return "login:" + digest
+
+
+def _login_address_key() -> str:
+    return "login-addr:" + get_remote_address()
+
+
+def _failed(response: object) -> bool:
+    return getattr(response, "status_code", 200) >= 400
+
+
+def apply_limits(app: Flask, limiter: Limiter, settings: Settings) -> None:
+    """Put the configured limits on the endpoints an attacker would hammer.
+
+    Login attempts count only when they fail, per account and per address, so
+    a person who types their password right is never locked out by volume.
+    """
+    def limit(endpoint: str, value: str, key: object, **options: object) -> None:
+        view = app.view_functions[endpoint]
+        app.view_functions[endpoint] = limiter.limit(value, key_func=key, **options)(view)
+
+    limit("ui.login", settings.rate_limit_login_account, _login_account_key,
+          methods=["POST"], deduct_when=_failed)
+    limit("ui.login", settings.rate_limit_login_address, _login_address_key,
+          methods=["POST"], deduct_when=_failed)
+    limit("oauth.issue_token", settings.rate_limit_token, client_key)
+    for endpoint in list(app.view_functions):
+        if endpoint.split(".", 1)[0] in ("decisions", "contacts"):
+            limit(endpoint, settings.rate_limit_api, client_key)
