@@ -51,7 +51,12 @@ def merged(template: Catalog) -> Catalog:
     for fragment in sorted(CATALOGUE.parent.glob("_*.po")):
         for message in _read(fragment):
             if message.id and message.string:
-                catalogue[message.id] = message.string
+                known = catalogue.get(message.id)
+                if known is None:
+                    catalogue.add(message.id, message.string)
+                else:
+                    known.string = message.string
+                    known.flags.discard("fuzzy")
     catalogue.update(template, no_fuzzy_matching=True)
     catalogue.obsolete.clear()
     catalogue.project, catalogue.version = "Preference Vault", "1"

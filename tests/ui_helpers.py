@@ -10,10 +10,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from api_helpers import PASSWORD, Vault, sign_up, unique_email
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
-
-from tests.api_helpers import PASSWORD, Vault, sign_up, unique_email
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
