@@ -84,5 +84,5 @@ def apply_limits(app: Flask, limiter: Limiter, settings: Settings) -> None:
           methods=["POST"], deduct_when=_failed)
     limit("oauth.issue_token", settings.rate_limit_token, client_key)
     for endpoint in list(app.view_functions):
-        if endpoint.split(".", 1)[0] in ("decisions", "contacts"):
+        if endpoint.split(".", 1)[0] in ("decisions", "contacts", "subscriptions", "audit"):
             limit(endpoint, settings.rate_limit_api, client_key)
