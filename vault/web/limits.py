@@ -64,6 +64,13 @@ def _login_address_key() -> str:
     return "login-addr:" + get_remote_address()
 
 
+def _person_key() -> str:
+    """The logged-in person, for re-entered passwords (deleting the account)."""
+    from vault.ui.session import current_person_id
+
+    return "person:" + (current_person_id() or get_remote_address())
+
+
 def _failed(response: object) -> bool:
     return getattr(response, "status_code", 200) >= 400
 
@@ -72,7 +79,8 @@ def apply_limits(app: Flask, limiter: Limiter, settings: Settings) -> None:
     """Put the configured limits on the endpoints an attacker would hammer.
 
     Login attempts count only when they fail, per account and per address, so
-    a person who types their password right is never locked out by volume.
+    a person who types their password right is never locked out by volume; a
+    password re-entered to delete the account counts the same way, per person.
     """
     def limit(endpoint: str, value: str, key: object, **options: object) -> None:
         view = app.view_functions[endpoint]
@@ -82,6 +90,8 @@ def apply_limits(app: Flask, limiter: Limiter, settings: Settings) -> None:
           methods=["POST"], deduct_when=_failed)
     limit("ui.login", settings.rate_limit_login_address, _login_address_key,
           methods=["POST"], deduct_when=_failed)
+    limit("ui.my_data_delete_confirmed", settings.rate_limit_login_account, _person_key,
+          deduct_when=_failed)
     limit("oauth.issue_token", settings.rate_limit_token, client_key)
     for endpoint in list(app.view_functions):
         if endpoint.split(".", 1)[0] in ("decisions", "contacts", "subscriptions", "audit"):
