@@ -1,4 +1,4 @@
-"""Rate limits on the token endpoint and the merchant API: 429, Retry-After, problem+json.
+"""Rate limits: token endpoint and merchant API (problem+json), sign-up and password pages.
 
 Each test builds its own app with a tiny limit, so the counters start at zero
 and other tests are never throttled.
@@ -11,19 +11,23 @@ from collections.abc import Iterator
 import pytest
 from api_helpers import (
     API,
+    PASSWORD,
     PROBLEMS,
     Vault,
     register_merchant,
     request_token,
     subscribe,
     token_header,
+    unique_email,
 )
 from flask import Flask
+from ui_helpers import csrf_token, log_in, logged_in
 
 from vault.app import create_app
 from vault.clock import FixedClock
 from vault.config import Settings
 from vault.crypto.keyring import KeyRing
+from vault.models import Person
 
 
 @pytest.fixture
@@ -82,3 +86,60 @@ def test_a_normal_vault_does_not_throttle_ordinary_traffic(vault_app: Vault) -> 
 @pytest.fixture
 def vault_app(app, client, runtime, clock) -> Vault:  # type: ignore[no-untyped-def]
     return Vault(app, client, runtime, clock)
+
+
+@pytest.fixture
+def limited_pages(settings: Settings, keyring: KeyRing, clock: FixedClock) -> Iterator[Vault]:
+    app: Flask = create_app(settings.replace(rate_limit_signup="2 per minute",
+                                             rate_limit_login_account="2 per minute"),
+                            keyring=keyring, clock=clock)
+    yield Vault(app, app.test_client(), app.extensions["prefvault"], clock)
+    app.extensions["prefvault"].database.dispose()
+
+
+def _person_count(vault: Vault) -> int:
+    with vault.runtime.database.read() as session:
+        return int(session.connection().exec_driver_sql(
+            "SELECT count(*) FROM person").scalar_one())
+
+
+def test_sign_ups_are_limited_per_address(limited_pages: Vault) -> None:
+    def sign_up_once(email: str):  # type: ignore[no-untyped-def]
+        client = limited_pages.app.test_client()
+        page = client.get("/signup")
+        return client.post("/signup", data={
+            "csrf_token": csrf_token(page.text), "email": email, "password": PASSWORD,
+            "password_confirm": PASSWORD, "language": "en", "time_zone": "Europe/Amsterdam"})
+
+    assert sign_up_once(unique_email()).status_code == 302
+    assert sign_up_once(unique_email()).status_code == 302
+    before = _person_count(limited_pages)
+    refused = sign_up_once(unique_email())
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert refused.mimetype == "text/html"
+    assert _person_count(limited_pages) == before
+
+
+def test_wrong_passwords_when_deleting_the_account_are_limited(limited_pages: Vault) -> None:
+    browser = logged_in(limited_pages)
+    for _ in range(2):
+        wrong = browser.post_form("/my-data/delete", data={"password": "not the password"})
+        assert wrong.status_code == 400
+    blocked = browser.post_form("/my-data/delete", data={"password": PASSWORD})
+    assert blocked.status_code == 429
+    with limited_pages.runtime.database.read() as session:
+        person = session.get(Person, browser.person_id)
+        assert person is not None and person.erased_at is None
+
+
+def test_wrong_current_passwords_when_changing_it_are_limited(limited_pages: Vault) -> None:
+    browser = logged_in(limited_pages)
+    new = "an entirely new passphrase"
+    for _ in range(2):
+        wrong = browser.post_form("/profile", "/profile/password", {
+            "current_password": "not it", "new_password": new, "new_password_confirm": new})
+        assert wrong.status_code == 400
+    blocked = browser.post_form("/profile", "/profile/password", {
+        "current_password": PASSWORD, "new_password": new, "new_password_confirm": new})
+    assert blocked.status_code == 429
+    assert log_in(limited_pages.app.test_client(), browser.email).status_code == 302

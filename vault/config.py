@@ -31,8 +31,10 @@ class Settings:
     sqlite_busy_timeout_ms: int = 5000
     redis_url: str | None = None
     password_hash_profile: str = "default"  # noqa: S105 (a cost profile name)
+    checkpoint_interval_s: int = 300
     rate_limit_login_account: str = "5 per minute;20 per hour"
     rate_limit_login_address: str = "30 per minute;300 per hour"
+    rate_limit_signup: str = "5 per minute;30 per hour"
     rate_limit_token: str = "120 per minute"  # noqa: S105 (a rate, not a secret)
     rate_limit_api: str = "120000 per minute"
     session_idle_minutes: int = 30
@@ -63,6 +65,10 @@ class Settings:
         busy = env.get("VAULT_SQLITE_BUSY_TIMEOUT_MS", "5000")
         if not busy.isdigit():
             raise ConfigurationError("VAULT_SQLITE_BUSY_TIMEOUT_MS must be a whole number")
+        checkpoint = env.get("VAULT_CHECKPOINT_INTERVAL_S", "300")
+        if not checkpoint.isascii() or not checkpoint.isdigit():
+            raise ConfigurationError(
+                "VAULT_CHECKPOINT_INTERVAL_S must be a whole number of seconds (0: never)")
         settings = cls(
             **_rate_limits(env),
             **_session_limits(env),
@@ -74,6 +80,7 @@ class Settings:
             log_level=env.get("VAULT_LOG_LEVEL", "INFO").upper(),
             sqlite_busy_timeout_ms=int(busy),
             redis_url=env.get("VAULT_REDIS_URL") or None,
+            checkpoint_interval_s=int(checkpoint),
         )
         return settings.resolved()
 
@@ -101,6 +108,7 @@ class Settings:
 _RATE_LIMIT_VARS = {
     "rate_limit_login_account": "VAULT_RATE_LIMIT_LOGIN",
     "rate_limit_login_address": "VAULT_RATE_LIMIT_LOGIN_ADDRESS",
+    "rate_limit_signup": "VAULT_RATE_LIMIT_SIGNUP",
     "rate_limit_token": "VAULT_RATE_LIMIT_TOKEN",
     "rate_limit_api": "VAULT_RATE_LIMIT_API",
 }

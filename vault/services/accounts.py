@@ -74,6 +74,8 @@ class PersonProfile:
 EDITABLE_FIELDS = ("email", "name", "phone", "address", "language", "interests", "time_zone",
                    "channel_order")
 _CLEARABLE = ("name", "phone", "address", "language", "interests")
+#: the longest text each free-text field may hold (forms show it as ``maxlength``)
+TEXT_LIMITS = {"name": 200, "address": 500, "interests": 2000}
 
 
 def _clean_profile_value(name: str, value: object) -> object:
@@ -85,20 +87,39 @@ def _clean_profile_value(name: str, value: object) -> object:
         case "email":
             return clean_email(value)
         case "name":
-            return clean_text(value, field="name", max_length=200)
+            return clean_text(value, field="name", max_length=TEXT_LIMITS["name"])
         case "phone":
             return clean_phone(value)
         case "address":
-            return clean_text(value, field="address", max_length=500, multiline=True)
+            return clean_text(value, field="address", max_length=TEXT_LIMITS["address"],
+                              multiline=True)
         case "language":
             return clean_language(value)
         case "interests":
-            return clean_text(value, field="interests", max_length=2000, multiline=True)
+            return clean_text(value, field="interests", max_length=TEXT_LIMITS["interests"],
+                              multiline=True)
         case "time_zone":
             return clean_time_zone(value)
         case "channel_order":
             return clean_channel_order(value)
     raise ValidationFailed(f"unknown field {name}", field=name)
+
+
+def profile_errors(changes: Mapping[str, object]) -> dict[str, ValidationFailed]:
+    """Every invalid field of ``changes`` with its error; checks only, writes nothing.
+
+    ``sign_up`` and ``update_profile`` stop at the first bad field; a form
+    uses this to mark every bad field at once.
+    """
+    errors: dict[str, ValidationFailed] = {}
+    for name, value in changes.items():
+        try:
+            if name not in EDITABLE_FIELDS:
+                raise ValidationFailed(f"unknown field {name}", field=name)
+            _clean_profile_value(name, value)
+        except ValidationFailed as exc:
+            errors[name] = exc
+    return errors
 
 
 def _encode(value: object) -> bytes:

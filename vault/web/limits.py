@@ -64,6 +64,11 @@ def _login_address_key() -> str:
     return "login-addr:" + get_remote_address()
 
 
+def _signup_key() -> str:
+    """Sign-ups per address, successful or not: address probing and mass sign-up alike."""
+    return "signup-addr:" + get_remote_address()
+
+
 def _person_key() -> str:
     """The logged-in person, for re-entered passwords (deleting the account)."""
     from vault.ui.session import current_person_id
@@ -80,7 +85,8 @@ def apply_limits(app: Flask, limiter: Limiter, settings: Settings) -> None:
 
     Login attempts count only when they fail, per account and per address, so
     a person who types their password right is never locked out by volume; a
-    password re-entered to delete the account counts the same way, per person.
+    password re-entered to change it or to delete the account counts the same
+    way, per person. Every sign-up counts, per address.
     """
     def limit(endpoint: str, value: str, key: object, **options: object) -> None:
         view = app.view_functions[endpoint]
@@ -90,6 +96,9 @@ def apply_limits(app: Flask, limiter: Limiter, settings: Settings) -> None:
           methods=["POST"], deduct_when=_failed)
     limit("ui.login", settings.rate_limit_login_address, _login_address_key,
           methods=["POST"], deduct_when=_failed)
+    limit("ui.signup", settings.rate_limit_signup, _signup_key, methods=["POST"])
+    limit("ui.change_password", settings.rate_limit_login_account, _person_key,
+          deduct_when=_failed)
     limit("ui.my_data_delete_confirmed", settings.rate_limit_login_account, _person_key,
           deduct_when=_failed)
     limit("oauth.issue_token", settings.rate_limit_token, client_key)

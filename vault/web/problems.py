@@ -98,6 +98,8 @@ def _wants_page() -> bool:
     """A browser asking for a page gets an HTML error page; programs get problem+json."""
     if request.path.startswith(_MACHINE_PATHS):
         return False
+    if request.blueprint == "ui":
+        return True
     best = request.accept_mimetypes.best_match(["application/json", PROBLEM_JSON, "text/html"])
     return best == "text/html"
 
