@@ -241,12 +241,18 @@ class Person:
         return parse_page(response.text).forms
 
     def revoke(self, merchant_name: str) -> httpx.Response:
-        """Press "Revoke <merchant>" on the subscriptions page."""
+        """Press "Revoke <merchant>" on the subscriptions page, then "Yes, revoke"."""
         form = next(
             f for f in self.subscriptions_page()
             if any(text == f"Revoke {merchant_name}" for _, _, text in f.buttons)
         )
-        return self.http.post(form.action, data={"csrf_token": form.value("csrf_token")})
+        assert form.method.lower() == "get", "the dashboard's button only opens the confirmation"
+        page = self.http.get(form.action)
+        assert page.status_code == 200, page.text
+        confirm = next(f for f in parse_page(page.text).forms
+                       if f.method.lower() == "post" and f.action.endswith("/revoke")
+                       and any(text == "Yes, revoke" for _, _, text in f.buttons))
+        return self.http.post(confirm.action, data={"csrf_token": confirm.value("csrf_token")})
 
 
 def consent(person: Person, authorize_url: str, *, grant: Iterable[str] = (),

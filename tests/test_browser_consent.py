@@ -77,6 +77,9 @@ def test_a_person_grants_part_of_a_request_in_the_browser_then_revokes(
     page.goto(f"{live_vault.base_url}/subscriptions")
     page.screenshot(path=screenshots / "subscriptions.png", full_page=True)
     page.get_by_role("button", name="Revoke Fietsen & Co").click()
+    page.get_by_role("heading", name="Revoke Fietsen & Co?").wait_for()
+    assert active(), "the confirmation page changes nothing"
+    page.get_by_role("button", name="Yes, revoke").click()
     page.get_by_role("status").wait_for()
     assert not active()
     page.screenshot(path=screenshots / "revoked.png", full_page=True)
