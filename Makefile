@@ -12,11 +12,12 @@ export VAULT_TEST_DATABASE_URL
 
 .PHONY: demo test lint install clean
 
+# One pip call for both: the vault depends on preference-vault-sdk, which pip must take
+# from ./client_sdk and never look for on a package index.
 $(STAMP): pyproject.toml client_sdk/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -m pip install --quiet -e ./client_sdk
+	$(BIN)/python -m pip install --quiet -e ./client_sdk -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

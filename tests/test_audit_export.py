@@ -1,9 +1,15 @@
-"""Exporting the consent log (API and CLI) and verifying the export offline."""
+"""Exporting the consent log (API and CLI) as JSON Lines or CSV, and verifying it offline."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
+import pty
 import shutil
+import subprocess
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,16 +29,17 @@ from api_helpers import (
 )
 from flask import Flask
 from flask.testing import FlaskClient
-from test_cli import Workspace, describe
+from prefvault_sdk.audit.export_csv import CSV_COLUMNS
+from test_cli import PREFVAULT, RUN_TIMEOUT, Workspace, describe
 
-from vault.audit.merkle import inclusion_proof, leaf_hash
 from vault.audit.verify import verify_export
 from vault.clock import FixedClock
 from vault.extensions import Runtime
-from vault.services.audit_export import inclusion_proofs
+from vault.services.audit import AuditTag, record_event
 
 EXPORT = f"{API}/audit/events"
 NDJSON = "application/x-ndjson"
+BOM = "\ufeff"
 
 
 @pytest.fixture
@@ -155,7 +162,7 @@ def test_bad_queries_are_problems(vault: Vault) -> None:
                                     headers=headers), 404)
     assert_problem(vault.client.get(EXPORT, query_string={"since": "2026-01-01T00:00:00"},
                                     headers=headers), 422, field="since")
-    assert_problem(vault.client.get(EXPORT, query_string={"format": "csv"},
+    assert_problem(vault.client.get(EXPORT, query_string={"format": "xml"},
                                     headers=headers), 422, field="format")
 
 
@@ -166,12 +173,113 @@ def test_an_empty_log_exports_and_verifies(vault: Vault) -> None:
     assert verify_export(lines, jwks(vault)).ok
 
 
-def test_batched_proofs_match_the_reference() -> None:
-    for size in range(1, 70):
-        leaves = [leaf_hash(str(i).encode()) for i in range(size)]
-        indices = list(range(size))
-        assert inclusion_proofs(leaves, indices) == [inclusion_proof(leaves, i)
-                                                     for i in indices], size
+# -- CSV ----------------------------------------------------------------------------------------
+
+
+def export_csv(vault: Vault, headers: dict[str, str], **query: str) -> list[str]:
+    response = vault.client.get(EXPORT, query_string={**query, "format": "csv"},
+                                headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/csv" and response.is_streamed
+    assert response.headers["Content-Disposition"].startswith("attachment; filename=")
+    text = response.get_data(as_text=True)
+    assert text.startswith(BOM) and "\r\n" in text
+    return text.splitlines(keepends=True)
+
+
+def sheet(lines: list[str]) -> list[dict[str, str]]:
+    """The rows as a spreadsheet shows them, by column name."""
+    reader = csv.reader([lines[0].removeprefix(BOM), *lines[1:]])
+    header = next(reader)
+    assert tuple(header) == CSV_COLUMNS
+    return [dict(zip(header, row, strict=True)) for row in reader]
+
+
+def edit_cell(lines: list[str], row: int, column: str, value: str) -> list[str]:
+    """``lines`` with one cell of line ``row`` set (0 is the header, 1 the tree head)."""
+    cells = next(csv.reader([lines[row]]))
+    cells[CSV_COLUMNS.index(column)] = value
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(cells)
+    return [*lines[:row], buffer.getvalue(), *lines[row + 1:]]
+
+
+def test_csv_export_reads_as_a_sheet_and_verifies_like_json_lines(vault: Vault,
+                                                                 shops: Any) -> None:
+    headers = auditor_header(vault)
+    lines = export_csv(vault, headers)
+    table = sheet(lines)
+    total = event_count(vault)
+    assert [row["kind"] for row in table] == ["tree_head"] + ["event"] * total
+    head = json.loads(table[0]["json"])
+    jsonl = export(vault, headers)
+    assert head == {**json.loads(jsonl[0])}  # one stored head behind both forms
+    for row, line in zip(table[1:], jsonl[1:], strict=True):
+        leaf = json.loads(line)["leaf"]
+        assert json.loads(row["json"]) == leaf
+        assert (row["index"], row["seq"], row["tag"], row["subject"]) == (
+            str(leaf["seq"] - 1), str(leaf["seq"]), leaf["tag"], leaf["subject"] or "")
+        assert json.loads(row["data"]) == leaf["data"] and row["proof"] == ""
+    result = verify_export(lines, jwks(vault))
+    assert result.ok and result.events == total and result.tree_size == total
+
+
+def test_filtered_csv_carries_proofs_and_names_a_tampered_row(
+        vault: Vault, shops: tuple[ApiMerchant, ApiMerchant]) -> None:
+    book, _ = shops
+    headers = auditor_header(vault)
+    lines = export_csv(vault, headers, merchant=book.client_id)
+    table = sheet(lines)
+    assert all(row["proof"] for row in table[1:])
+    assert verify_export(lines, jwks(vault)).ok
+
+    third = int(table[3]["index"])
+    relabelled = edit_cell(lines, 4, "tag", "subscription:grant:approved"
+                           if table[3]["tag"] != "subscription:grant:approved" else "x")
+    result = verify_export(relabelled, jwks(vault))
+    assert not result.ok and result.first_bad_index == third
+    assert "column 'tag' does not match the leaf" in (result.reason or "")
+
+    leaf = json.loads(table[3]["json"])
+    forged = edit_cell(edit_cell(lines, 4, "json", json.dumps({**leaf, "actor": "operator"})),
+                       4, "actor", "operator")
+    result = verify_export(forged, jwks(vault))
+    assert not result.ok and result.first_bad_index == third
+
+
+def test_malformed_csv_is_refused_without_crashing(vault: Vault, shops: Any) -> None:
+    lines = export_csv(vault, auditor_header(vault))
+    keys = jwks(vault)
+
+    def refused(changed: list[str], index: int | None, reason: str) -> None:
+        result = verify_export(changed, keys)
+        assert not result.ok and result.first_bad_index == index, result
+        assert reason in (result.reason or ""), result
+
+    refused([lines[0].replace("kind,index", "kind,position"), *lines[1:]], None,
+            "the CSV header is not")
+    refused([lines[0], *lines[2:]], None, "first row is not a tree_head")
+    refused([*lines[:3], lines[3].rstrip("\r\n") + ",extra\r\n", *lines[4:]], 1,
+            "14 columns, expected 13")
+    refused(edit_cell(lines, 3, "index", "1e0"), 1, "index must be a non-negative integer")
+    refused(edit_cell(lines, 3, "proof", "00" * 32), 1, "unexpected fields ['proof']")
+    refused(edit_cell(lines, 3, "leaf_hash", "00" * 32), 1, "column 'leaf_hash'")
+    refused(edit_cell(lines, 3, "json", "{not json"), 1, "not valid JSON")
+    refused([*lines[:3], '"event,"1\r\n', *lines[4:]], 1, "")
+    refused(edit_cell(lines, 1, "json", "{}"), None, "tree head malformed")
+
+
+def test_csv_cells_never_run_as_formulas_and_still_verify(vault: Vault) -> None:
+    rt = vault.runtime
+    with rt.database.write() as session:
+        for actor in ("=HYPERLINK(\"http://evil.example\")", "+1", "-1", "@SUM(A1)", "'quoted"):
+            record_event(session, clock=rt.clock, tag=AuditTag.KEK_ROTATED, actor=actor,
+                         data={"note": "=2+2"})
+    lines = export_csv(vault, auditor_header(vault))
+    cells = [cell for row in csv.reader(lines[1:]) for cell in row]
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells)
+    assert "'=HYPERLINK(\"http://evil.example\")" in cells and "''quoted" in cells
+    assert verify_export(lines, jwks(vault)).ok
 
 
 # -- the command line ------------------------------------------------------------------------
@@ -226,3 +334,65 @@ def test_cli_export_and_verify_round_trip(tmp_path: Path) -> None:
     unknown = workspace.run("audit", "export", "--merchant", "no-such-shop")
     assert unknown.returncode == 2, describe(unknown)
     assert len(unknown.stderr.strip().splitlines()) == 1
+
+
+def read_sheet(path: Path) -> list[str]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return handle.readlines()
+
+
+def run_on_a_terminal(workspace: Workspace, *args: str) -> tuple[int, str]:
+    """Run ``prefvault`` with stderr on a pseudo-terminal; its status and what it showed there."""
+    controller, terminal = pty.openpty()
+    shown: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal closed
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        result = subprocess.run([*PREFVAULT, *args], cwd=workspace.root, env=workspace.env(),
+                                stdout=subprocess.PIPE, stderr=terminal,
+                                timeout=RUN_TIMEOUT, check=False)
+    finally:
+        os.close(terminal)
+    reader.join(timeout=10)
+    os.close(controller)
+    return result.returncode, b"".join(shown).decode("utf-8", "replace")
+
+
+def test_cli_csv_export_verifies_and_shows_progress_only_on_a_terminal(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path)
+    assert workspace.run("demo", "--no-serve").returncode == 0
+    sheet_path, jwks_path = workspace.root / "log.csv", workspace.root / "jwks.json"
+    assert workspace.run("keys", "jwks", "-o", str(jwks_path)).returncode == 0
+
+    quiet = workspace.run("audit", "export", "--format", "csv", "-o", str(sheet_path))
+    assert quiet.returncode == 0, describe(quiet)
+    assert quiet.stderr == "" and quiet.stdout == ""  # no terminal, no progress bar
+    lines = read_sheet(sheet_path)
+    size = json.loads(sheet(lines)[0]["json"])["tree_size"]
+    ok = workspace.run("audit", "verify", str(sheet_path), "--jwks", str(jwks_path))
+    assert ok.returncode == 0, describe(ok)
+    assert ok.stdout.strip() == f"ok: {size} events, tree size {size}"
+
+    sheet_path.write_text("".join(edit_cell(lines, 4, "tag", "forged")), encoding="utf-8",
+                          newline="")
+    bad = workspace.run("audit", "verify", str(sheet_path), "--jwks", str(jwks_path))
+    assert bad.returncode == 1, describe(bad)
+    assert bad.stdout.startswith("FAILED at leaf 2: ") and "Traceback" not in bad.stderr
+
+    status, shown = run_on_a_terminal(workspace, "audit", "export", "--format", "csv",
+                                      "-o", str(sheet_path))
+    assert status == 0, shown
+    assert "exporting" in shown and "100%" in shown
+    assert verify_export(read_sheet(sheet_path),
+                         json.loads(jwks_path.read_text(encoding="utf-8"))).ok

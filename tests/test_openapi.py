@@ -106,7 +106,9 @@ def test_every_api_route_is_documented_and_nothing_else(app: Flask,
     assert {path for path, _ in routes} >= {
         f"{API_PREFIX}/decisions", f"{API_PREFIX}/decisions/batch", f"{API_PREFIX}/contacts",
         f"{API_PREFIX}/subscriptions", f"{API_PREFIX}/subscriptions/{{subject}}",
-        f"{API_PREFIX}/audit/events"}
+        f"{API_PREFIX}/audit/events", f"{API_PREFIX}/audit/tree-head",
+        f"{API_PREFIX}/audit/proofs/consistency", f"{API_PREFIX}/audit/proofs/inclusion",
+        f"{API_PREFIX}/subscriptions/{{subject}}/receipt"}
 
 
 def test_every_operation_declares_oauth2_and_problem_responses(spec: dict[str, Any]) -> None:
@@ -116,7 +118,7 @@ def test_every_operation_declares_oauth2_and_problem_responses(spec: dict[str, A
     assert flow["tokenUrl"] == "/oauth/token"
     assert set(flow["scopes"]) == {*MERCHANT_SCOPES, *AUDITOR_SCOPES}
     operations = list(_operations(spec))
-    assert len(operations) == 6
+    assert len(operations) == 10
     for path, method, operation in operations:
         where = f"{method.upper()} {path}"
         security = operation.get("security")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import prefvault_sdk
 import pytest
-from prefvault_sdk import _errors, webhooks
+from prefvault_sdk import _errors, audit, webhooks
 
 SDK_DIR = Path(__file__).resolve().parent.parent / "client_sdk"
 SERVER_PACKAGES = {"flask", "sqlalchemy", "authlib", "vault", "sqlmodel"}
@@ -35,9 +35,10 @@ def test_all_is_sorted_unique_and_every_name_importable() -> None:
     namespace: dict[str, object] = {}
     exec("from prefvault_sdk import *", namespace)  # noqa: S102 (a fixed statement)
     assert set(names) <= set(namespace)
-    assert webhooks.__all__ == sorted(webhooks.__all__, key=lambda n: (not n.isupper(), n))
-    for name in webhooks.__all__:
-        assert hasattr(webhooks, name)
+    for module in (webhooks, audit):
+        assert module.__all__ == sorted(module.__all__, key=lambda n: (not n.isupper(), n))
+        for name in module.__all__:
+            assert hasattr(module, name)
 
 
 def test_the_error_hierarchy_is_the_one_drawn_in_the_errors_module() -> None:
@@ -70,15 +71,18 @@ def _public_callables() -> list[tuple[str, object]]:
                 if base.__module__.startswith("prefvault_sdk"):
                     found += [(f"{name}.{a}", m) for a, m in vars(base).items()
                               if not a.startswith("_") and inspect.isfunction(m)]
-    found += [(f"webhooks.{n}", getattr(webhooks, n)) for n in webhooks.__all__
-              if inspect.isfunction(getattr(webhooks, n))]
+    for module in (webhooks, audit):
+        found += [(f"{module.__name__}.{n}", getattr(module, n)) for n in module.__all__
+                  if inspect.isfunction(getattr(module, n))]
     return found
 
 
 def test_every_public_function_is_typed_and_documented() -> None:
     callables = _public_callables()
-    assert {"VaultClient.may_contact", "AsyncVaultClient.reachable", "webhooks.verify",
-            "VaultClient.handle_event"} <= {name for name, _ in callables}
+    assert {"VaultClient.may_contact", "AsyncVaultClient.reachable",
+            "prefvault_sdk.webhooks.verify", "VaultClient.handle_event", "VaultClient.receipt",
+            "prefvault_sdk.audit.verify_export", "prefvault_sdk.audit.verify_receipt"} <= {
+        name for name, _ in callables}
     for name, func in callables:
         signature = inspect.signature(func)  # type: ignore[arg-type]
         assert signature.return_annotation is not inspect.Signature.empty, name
@@ -92,13 +96,15 @@ def test_every_public_function_is_typed_and_documented() -> None:
                 assert inspect.getdoc(getattr(cls, attr)), f"{name}.{attr} has no docstring"
 
 
-def test_the_distribution_ships_py_typed_and_depends_on_httpx_alone() -> None:
+def test_the_distribution_ships_py_typed_and_depends_on_httpx_and_cryptography_alone() -> None:
     assert (importlib.resources.files("prefvault_sdk") / "py.typed").is_file()
     meta = importlib.metadata.metadata("preference-vault-sdk")
     assert meta["Version"] == prefvault_sdk.__version__
     assert meta["Requires-Python"] == ">=3.11"
     requires = importlib.metadata.requires("preference-vault-sdk") or []
-    assert [r.split(";")[0].split("<")[0].split(">")[0].strip() for r in requires] == ["httpx"]
+    # httpx to talk to the vault; cryptography to check its Ed25519 signatures offline.
+    assert [r.split(";")[0].split("<")[0].split(">")[0].strip() for r in requires] == [
+        "httpx", "cryptography"]
 
 
 def test_importing_the_sdk_imports_no_server_code() -> None:
@@ -129,7 +135,8 @@ def test_the_sdk_installs_and_works_alone_in_a_fresh_virtualenv(tmp_path: Path) 
     installed = {line.split("==")[0].lower() for line in listed.splitlines() if line}
     assert "preference-vault-sdk" in installed and "httpx" in installed
     assert not installed & {"flask", "sqlalchemy", "authlib", "sqlmodel", "preference-vault"}
-    probe = PROBE + "; import prefvault_sdk.webhooks as w; print(w.verify.__name__)"
+    probe = (PROBE + "; import prefvault_sdk.webhooks as w; print(w.verify.__name__)"
+             "; from prefvault_sdk.audit import verify_export; print(verify_export([], {}).ok)")
     result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
                             check=True, cwd=tmp_path)
-    assert result.stdout.split() == ["[]", "verify"], result.stderr
+    assert result.stdout.split() == ["[]", "verify", "False"], result.stderr

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -324,29 +325,38 @@ def _aware(value: str | None, name: str) -> datetime | None:
 @click.option("--since", help="Only events at or after this ISO 8601 instant.")
 @click.option("--until", help="Only events before this ISO 8601 instant.")
 @click.option("--merchant", "merchant_client_id", help="Only events about this merchant.")
+@click.option("--format", "export_format", type=click.Choice(["jsonl", "csv"]),
+              default="jsonl", show_default=True,
+              help="JSON Lines, or CSV for a spreadsheet (both verify).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
               help="Write to this file instead of standard output.")
 def audit_export(since: str | None, until: str | None, merchant_client_id: str | None,
-                 output: str | None) -> None:
-    """Write the consent log as JSON Lines with a freshly signed tree head."""
-    from vault.services.audit_export import export_lines
+                 export_format: str, output: str | None) -> None:
+    """Export the consent log under a signed tree head (signed now if the log grew)."""
+    from vault.services.audit_export import export_records, render
+    from vault.services.tree_heads import checkpoint
 
     since_at, until_at = _aware(since, "--since"), _aware(until, "--until")
     runtime = _runtime()
     try:
-        with runtime.database.read() as session:
-            merchant_id = None
-            if merchant_client_id is not None:
+        merchant_id = None
+        if merchant_client_id is not None:
+            with runtime.database.read() as session:
                 found = merchant_service.find_client(session, merchant_client_id)
-                if found.kind != "merchant":
-                    raise click.BadParameter(f"no merchant {merchant_client_id!r}",
-                                             param_hint="--merchant")
-                merchant_id = found.id
-            lines = export_lines(session, signing_key=runtime.keyring.signing_key,
-                                 clock=runtime.clock, since=since_at, until=until_at,
-                                 merchant_id=merchant_id)
+            if found.kind != "merchant":
+                raise click.BadParameter(f"no merchant {merchant_client_id!r}",
+                                         param_hint="--merchant")
+            merchant_id = found.id
+        with runtime.database.write() as session:
+            head = checkpoint(session, signing_key=runtime.keyring.signing_key,
+                              clock=runtime.clock)
+        with runtime.database.read() as session, _export_progress(
+                head.tree_size, to_terminal=output is None) as progress:
+            records = export_records(session, head=head, since=since_at, until=until_at,
+                                     merchant_id=merchant_id)
+            lines = render(progress(records), export_format)
             if output:
-                with Path(output).open("w", encoding="utf-8") as handle:
+                with Path(output).open("w", encoding="utf-8", newline="") as handle:
                     handle.writelines(lines)
             else:
                 for line in lines:
@@ -355,12 +365,60 @@ def audit_export(since: str | None, until: str | None, merchant_client_id: str |
         runtime.database.dispose()
 
 
+Records = Iterator[dict[str, Any]]
+
+
+@contextmanager
+def _export_progress(tree_size: int, *,
+                     to_terminal: bool) -> Iterator[Callable[[Records], Records]]:
+    """A progress bar on stderr over the log's events, when someone is watching there.
+
+    Shown only when stderr is a terminal and the export itself is not being
+    written to that terminal; otherwise the records pass through untouched.
+    """
+    if not sys.stderr.isatty() or (to_terminal and sys.stdout.isatty()):
+        yield lambda records: records
+        return
+    with click.progressbar(length=max(tree_size, 1), label="exporting",
+                           file=sys.stderr) as bar:
+
+        step = max(1, tree_size // 200)  # redraw about 200 times, not once per event
+
+        def track(records: Records) -> Records:
+            done = 0
+            for record in records:
+                if record.get("kind") == "event" and int(record["index"]) + 1 - done >= step:
+                    bar.update(int(record["index"]) + 1 - done)
+                    done = int(record["index"]) + 1
+                yield record
+            bar.update(tree_size - done)
+
+        yield track
+
+
+@audit.command("checkpoint")
+@json_option
+def audit_checkpoint(as_json: bool) -> None:
+    """Sign a tree head for the log as it is now (prints the newest if nothing changed)."""
+    from vault.services.tree_heads import checkpoint
+
+    runtime = _runtime()
+    try:
+        with runtime.database.write() as session:
+            head = checkpoint(session, signing_key=runtime.keyring.signing_key,
+                              clock=runtime.clock)
+    finally:
+        runtime.database.dispose()
+    _emit(as_json, head.to_json(),
+          [f"tree head: {head.tree_size} events, root {head.root_hash.hex()}, key {head.kid}"])
+
+
 @audit.command("verify")
 @click.argument("export", type=click.Path(exists=True, dir_okay=False))
 @click.option("--jwks", "jwks_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The vault's JWKS (prefvault keys jwks, or /.well-known/jwks.json).")
 def audit_verify(export: str, jwks_path: str) -> None:
-    """Check an export offline against the vault's public keys."""
+    """Check an export (JSON Lines or CSV) offline against the vault's public keys."""
     from vault.audit.verify import verify_export
 
     try:
@@ -369,7 +427,8 @@ def audit_verify(export: str, jwks_path: str) -> None:
         raise click.BadParameter("not a JSON document", param_hint="--jwks") from exc
     if not isinstance(jwks, dict):
         raise click.BadParameter("not a JWKS object", param_hint="--jwks")
-    with Path(export).open(encoding="utf-8", errors="strict") as handle:
+    # newline="": a CSV row's cells keep their own line ends; JSON Lines do not mind.
+    with Path(export).open(encoding="utf-8", errors="strict", newline="") as handle:
         try:
             result = verify_export(handle, jwks)
         except UnicodeDecodeError:
@@ -380,16 +439,7 @@ def audit_verify(export: str, jwks_path: str) -> None:
                  else "the export")
         click.echo(f"FAILED at {where}: {result.reason}")
         raise click.exceptions.Exit(EXIT_FAILURE)
-    size = _tree_size(export)
-    click.echo(f"ok: {result.events} events, tree size {size}")
-
-
-def _tree_size(export: str) -> int:
-    with Path(export).open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                return int(json.loads(line)["tree_size"])
-    return 0
+    click.echo(f"ok: {result.events} events, tree size {result.tree_size}")
 
 
 @cli.command()
@@ -425,12 +475,19 @@ def _print_issued(issued: merchant_service.IssuedClient, as_json: bool) -> None:
 @click.option("--max-attempts", default=8, show_default=True, type=click.IntRange(1, 100))
 @json_option
 def worker(once: bool, interval: float, max_attempts: int, as_json: bool) -> None:
-    """Deliver webhooks from the outbox, signed, retrying with backoff."""
+    """Deliver webhooks from the outbox, signed, retrying with backoff; checkpoint the log.
+
+    Every VAULT_CHECKPOINT_INTERVAL_S seconds (and once at start) it also signs a
+    tree head of the consent log. A refused checkpoint (the log does not extend
+    what was signed) is logged as critical each time and makes the exit status 1.
+    """
     import signal
     import time
 
     import httpx
 
+    from vault.errors import LogIntegrityError
+    from vault.services.tree_heads import PeriodicCheckpoints
     from vault.services.webhooks import DeliveryReport, deliver_due
 
     runtime = _runtime()
@@ -442,6 +499,9 @@ def worker(once: bool, interval: float, max_attempts: int, as_json: bool) -> Non
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     total = DeliveryReport()
+    checkpoints = PeriodicCheckpoints(runtime.settings.checkpoint_interval_s)
+    tree_size: int | None = None
+    refused = False
     with httpx.Client(timeout=10.0, follow_redirects=False) as http:
 
         def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -452,12 +512,22 @@ def worker(once: bool, interval: float, max_attempts: int, as_json: bool) -> Non
                                  clock=runtime.clock, post=post, max_attempts=max_attempts)
             for name in ("delivered", "retried", "failed", "skipped"):
                 setattr(total, name, getattr(total, name) + getattr(report, name))
+            try:
+                head = checkpoints.run(runtime.database, signing_key=runtime.keyring.signing_key,
+                                       clock=runtime.clock)
+            except LogIntegrityError:
+                refused = True  # the service has logged why, as critical, on stderr
+            else:
+                tree_size = head.tree_size if head is not None else tree_size
             if once or stop["now"]:
                 break
             time.sleep(interval)
-    _emit(as_json, asdict(total), [
+    checkpointed = "" if tree_size is None else f", tree head at {tree_size} events"
+    _emit(as_json, {**asdict(total), "tree_size": tree_size}, [
         f"delivered {total.delivered}, retried {total.retried}, failed {total.failed}, "
-        f"skipped {total.skipped}"])
+        f"skipped {total.skipped}{checkpointed}"])
+    if refused:
+        raise click.exceptions.Exit(EXIT_FAILURE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

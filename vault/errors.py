@@ -10,6 +10,7 @@ know how it is shown.
     ├── Forbidden             403
     ├── NotFound              404
     ├── Conflict              409  e.g. an email address already registered
+    ├── LogIntegrityError     500  the consent log does not match what the vault signed
     └── ConfigurationError    (not HTTP) the vault cannot start as configured
 """
 
@@ -75,6 +76,18 @@ class Conflict(VaultError):
     status = 409
     problem = "conflict"
     title = "Conflict"
+
+
+class LogIntegrityError(VaultError):
+    """The consent log no longer extends what the vault signed, so it signs nothing more.
+
+    Raised instead of signing a tree head or a receipt that would contradict an
+    earlier signature: someone or something changed the log's stored history.
+    """
+
+    status = 500
+    problem = "log-integrity"
+    title = "Consent log integrity failure"
 
 
 class ConfigurationError(VaultError):

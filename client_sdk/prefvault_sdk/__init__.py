@@ -7,11 +7,12 @@
         ...
 
 The public API is what this module exports (``__all__``); the underscored
-modules behind it may change without notice. ``prefvault_sdk.webhooks`` is
-public too.
+modules behind it may change without notice. ``prefvault_sdk.webhooks`` and
+``prefvault_sdk.audit`` (offline verification of consent receipts and of
+consent-log exports) are public too.
 """
 
-from . import webhooks
+from . import audit, webhooks
 from ._async_client import AsyncVaultClient
 from ._cache import DecisionCache
 from ._client import VaultClient
@@ -44,6 +45,7 @@ from ._models import (
     Subscription,
 )
 from ._version import __version__
+from .audit import Receipt, verify_export, verify_receipt
 
 __all__ = [
     "AsyncVaultClient",
@@ -67,6 +69,7 @@ __all__ = [
     "QuietHours",
     "RateLimited",
     "Reason",
+    "Receipt",
     "ServerError",
     "SignatureVerificationError",
     "StateMismatch",
@@ -74,5 +77,8 @@ __all__ = [
     "VaultClient",
     "VaultError",
     "__version__",
+    "audit",
+    "verify_export",
+    "verify_receipt",
     "webhooks",
 ]

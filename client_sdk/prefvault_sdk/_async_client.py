@@ -28,6 +28,7 @@ from ._errors import (
     oauth_error_from_response,
 )
 from ._models import BatchResult, ConnectRequest, ContactReceipt, Decision, Subscription
+from .audit.receipt import Receipt
 
 _Auth = Literal["bearer", "basic"] | None
 _ErrorFactory = Callable[[httpx.Response], VaultError]
@@ -279,6 +280,23 @@ class AsyncVaultClient(BaseClient):
         response = await self._send("GET", self._subscription_url(subject), idempotent=True,
                                     auth="bearer")
         return Subscription.from_json(json_body(response))
+
+    async def receipt(self, subject: str) -> Receipt:
+        """The vault's signed consent receipt for this subscription's latest state, verified.
+
+        As ``VaultClient.receipt``: signature, tree head and log inclusion
+        proof checked against the vault's JWKS (``SignatureVerificationError``
+        otherwise), ``NotFound`` for an unknown subject.
+        """
+        response = await self._send("GET", self._receipt_url(subject), idempotent=True,
+                                    auth="bearer")
+        token = self._receipt_token(response)
+        verified = self._receipt_or_none(token, subject)
+        if verified is not None:
+            return verified
+        jwks = self._accept_jwks(await self._send("GET", self._endpoint("jwks_uri"),
+                                                  idempotent=True))
+        return self._verify_receipt(token, subject, jwks)
 
     def subscriptions(self, *, page_size: int = 100) -> AsyncIterator[Subscription]:
         """Every subscription of this merchant, oldest first (``async for``)."""

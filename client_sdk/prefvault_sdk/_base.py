@@ -23,7 +23,13 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 import httpx
 
 from ._cache import DecisionCache
-from ._errors import ConnectDenied, ConnectError, StateMismatch, VaultError
+from ._errors import (
+    ConnectDenied,
+    ConnectError,
+    SignatureVerificationError,
+    StateMismatch,
+    VaultError,
+)
 from ._models import (
     BatchResult,
     ConnectRequest,
@@ -35,6 +41,7 @@ from ._models import (
 from ._pkce import new_code_verifier, new_nonce, new_state, s256_challenge
 from ._retry import RetryPolicy
 from ._version import __version__
+from .audit.receipt import Receipt, verify_receipt
 
 log = logging.getLogger("prefvault_sdk")
 
@@ -150,6 +157,7 @@ class BaseClient:
             self._cache = DecisionCache() if cache else None
         self._metadata: dict[str, Any] | None = None
         self._token: _Token | None = None
+        self._jwks: dict[str, Any] | None = None
 
     # -- configuration -------------------------------------------------------------------
 
@@ -323,6 +331,44 @@ class BaseClient:
         cursor = doc.get("next_cursor")
         return [Subscription.from_json(i) for i in items], cursor if isinstance(cursor,
                                                                                 str) else None
+
+    # -- consent receipts ----------------------------------------------------------------
+
+    def _receipt_url(self, subject: str) -> str:
+        return self._subscription_url(subject) + "/receipt"
+
+    def _accept_jwks(self, response: httpx.Response) -> dict[str, Any]:
+        """Keep the vault's public keys (its discovery document's ``jwks_uri``)."""
+        doc = json_body(response)
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+            raise VaultError("the vault's JWKS is not a key set")
+        self._jwks = doc
+        return doc
+
+    @staticmethod
+    def _receipt_token(response: httpx.Response) -> str:
+        doc = json_body(response)
+        token = doc.get("receipt") if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not token:
+            raise VaultError("the vault's answer carries no receipt")
+        return token
+
+    def _verify_receipt(self, token: str, subject: str, jwks: dict[str, Any]) -> Receipt:
+        assert self._metadata is not None, "discovery must run first"
+        return verify_receipt(token, jwks, issuer=self._metadata.get("issuer"), subject=subject)
+
+    def _receipt_or_none(self, token: str, subject: str) -> Receipt | None:
+        """The receipt verified with the keys already held, or None to fetch them anew.
+
+        A key the vault rotated in since they were read is not among them,
+        so a failure with cached keys is retried once with fresh ones.
+        """
+        if self._jwks is None:
+            return None
+        try:
+            return self._verify_receipt(token, subject, self._jwks)
+        except SignatureVerificationError:
+            return None
 
     @staticmethod
     def _contact(subject: str, channel: str, purpose: str, decision_id: str | None,

@@ -30,6 +30,7 @@ from ._errors import (
     oauth_error_from_response,
 )
 from ._models import BatchResult, ConnectRequest, ContactReceipt, Decision, Subscription
+from .audit.receipt import Receipt
 
 _Auth = Literal["bearer", "basic"] | None
 _ErrorFactory = Callable[[httpx.Response], VaultError]
@@ -286,6 +287,25 @@ class VaultClient(BaseClient):
         response = self._send("GET", self._subscription_url(subject), idempotent=True,
                               auth="bearer")
         return Subscription.from_json(json_body(response))
+
+    def receipt(self, subject: str) -> Receipt:
+        """The vault's signed consent receipt for this subscription's latest state, verified.
+
+        The signature, the signed tree head and the inclusion proof of the
+        consent-log event are checked against the vault's JWKS (read from its
+        discovery document's ``jwks_uri``, kept, and read again once if the
+        receipt names a key it lacks): ``SignatureVerificationError`` if any
+        fails, ``NotFound`` for an unknown subject. Keep ``receipt.jws`` as
+        evidence; ``prefvault_sdk.verify_receipt`` checks it again offline.
+        """
+        response = self._send("GET", self._receipt_url(subject), idempotent=True,
+                              auth="bearer")
+        token = self._receipt_token(response)
+        verified = self._receipt_or_none(token, subject)
+        if verified is not None:
+            return verified
+        jwks = self._accept_jwks(self._send("GET", self._endpoint("jwks_uri"), idempotent=True))
+        return self._verify_receipt(token, subject, jwks)
 
     def subscriptions(self, *, page_size: int = 100) -> Iterator[Subscription]:
         """Every subscription of this merchant, oldest first, fetched a page at a time."""

@@ -15,7 +15,7 @@ credentials, slow down, try later)::
     ├── ConnectError                 the connect (OAuth) flow did not complete (.error)
     │   ├── ConnectDenied            the person pressed Deny (error=access_denied)
     │   └── StateMismatch            the callback's state is not the one sent: forged?
-    └── SignatureVerificationError   a webhook is not authentic, or too old
+    └── SignatureVerificationError   a webhook or a consent receipt is not authentic
 
 ``ConnectionError`` deliberately shares the builtin's name (as in requests);
 refer to it as ``prefvault_sdk.ConnectionError`` to avoid shadowing the builtin.
@@ -139,9 +139,12 @@ class StateMismatch(ConnectError):
 
 
 class SignatureVerificationError(VaultError):
-    """A webhook failed verification: bad or missing signature, or a timestamp out of range.
+    """A webhook or a consent receipt failed verification.
 
-    Answer such a request with 400 and do not act on its body.
+    For a webhook: a bad or missing signature, or a timestamp out of range;
+    answer such a request with 400 and do not act on its body. For a receipt:
+    a bad signature, an unknown key, malformed claims, or a log proof that
+    does not check out; do not rely on it.
     """
 
 

@@ -1,14 +1,24 @@
-"""``GET /subscriptions`` (cursor pagination) and ``GET /subscriptions/{subject}``."""
+"""``GET /subscriptions`` (cursor pagination), ``GET /subscriptions/{subject}`` and its receipt."""
 
 from __future__ import annotations
+
+import re
 
 from flask_smorest import Blueprint
 
 from vault.api.auth import current_merchant, merchant_required
 from vault.api.docs import problems
-from vault.api.schemas import PageQuerySchema, SubscriptionPageSchema, SubscriptionSchema
+from vault.api.schemas import (
+    IDENTIFIER,
+    PageQuerySchema,
+    ReceiptSchema,
+    SubscriptionPageSchema,
+    SubscriptionSchema,
+)
+from vault.errors import NotFound
 from vault.extensions import runtime
 from vault.services import subscriptions as subscription_service
+from vault.services.receipts import receipt_for_merchant
 from vault.web.request_db import db_session
 
 blp = Blueprint("subscriptions", __name__, description="The people subscribed to you")
@@ -36,5 +46,41 @@ def list_subscriptions(query: dict[str, object]) -> dict[str, object]:
 @problems(blp, 401, 403, 404)
 def get_subscription(subject: str) -> dict[str, object]:
     """One subscription, with the permissions and shared fields the person granted."""
+    _refuse_impossible(subject)
     return subscription_service.describe_for_merchant(
         db_session(), current_merchant().id, subject, data_keys=runtime().data_keys)
+
+
+@blp.route("/subscriptions/<string:subject>/receipt", methods=["GET"])
+@merchant_required("subscriptions:read")
+@blp.response(200, ReceiptSchema)
+@blp.doc(security=SECURITY)
+@problems(blp, 401, 403, 404, 500, descriptions={500: (
+    "The consent log does not hold this state as signed: no receipt is issued "
+    "(problem type log-integrity)")})
+def get_receipt(subject: str) -> dict[str, object]:
+    """A signed consent receipt for the subscription's latest state.
+
+    A compact JWS (Ed25519, `typ` `consent-receipt+jwt`, key `kid` in
+    `/.well-known/jwks.json`) with the Kantara Consent Receipt / ISO/IEC TS
+    27560 fields that apply (controller, purposes, channels, data categories,
+    collection method, validity, how to withdraw, status), plus the
+    consent-log leaf that recorded this state and its inclusion proof against
+    a signed tree head. Verify offline with `prefvault_sdk.verify_receipt`.
+    """
+    _refuse_impossible(subject)
+    rt = runtime()
+    receipt = receipt_for_merchant(
+        db_session(), current_merchant().id, subject, database=rt.database,
+        data_keys=rt.data_keys, signing_key=rt.keyring.signing_key,
+        issuer=rt.settings.issuer, clock=rt.clock)
+    return {"subject": subject, "receipt": receipt}
+
+
+def _refuse_impossible(subject: str) -> None:
+    """A subject that cannot be one of ours is not found without asking the database.
+
+    PostgreSQL refuses a NUL in a query parameter outright (a 500 otherwise).
+    """
+    if len(subject) > 128 or not re.fullmatch(IDENTIFIER, subject):
+        raise NotFound("no subscription with this subject", field="subject")

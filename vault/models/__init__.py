@@ -16,12 +16,14 @@ from vault.models.oauth import AuthorizationCode, OAuthToken
 from vault.models.outbox import WebhookAttempt, WebhookOutbox
 from vault.models.person import GlobalRules, Person, PersonKey, Profile
 from vault.models.subscription import ContactPermission, Subscription
+from vault.models.tree_head import AuditTreeNode, SignedTreeHead
 
 metadata = SQLModel.metadata
 
 __all__ = [
     "AuditEvent",
     "AuditHead",
+    "AuditTreeNode",
     "AuthorizationCode",
     "ContactEvent",
     "ContactPermission",
@@ -34,6 +36,7 @@ __all__ = [
     "Person",
     "PersonKey",
     "Profile",
+    "SignedTreeHead",
     "Subscription",
     "WebhookAttempt",
     "WebhookOutbox",

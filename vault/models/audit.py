@@ -27,7 +27,7 @@ class AuditEvent(SQLModel, table=True):
     actor: str = Field(max_length=80)
     person_ref: str | None = Field(default=None, max_length=32, index=True)
     merchant_id: str | None = Field(default=None, max_length=32, index=True)
-    subject: str | None = Field(default=None, max_length=64)
+    subject: str | None = Field(default=None, max_length=64, index=True)
     data: str = Field(sa_column=Column(Text, nullable=False))
     prev_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
     hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
