@@ -308,6 +308,16 @@ def check_receipt(world: World, who: Principal, target: Target, response: TestRe
     assert claims["controller"]["client_id"] == world.merchant_a.client_id  # type: ignore[index]
 
 
+def check_receipt_download(world: World, who: Principal, target: Target,
+                           response: TestResponse) -> None:
+    body = json_of(response)
+    assert response.status_code == 200, body
+    assert "attachment" in response.headers["Content-Disposition"]
+    claims = jwt_claims(str(body["receipt"]))
+    assert claims["sub"] == target.subject
+    assert claims["controller"]["client_id"] == world.merchant_a.client_id  # type: ignore[index]
+
+
 def check_export(world: World, who: Principal, target: Target, response: TestResponse) -> None:
     assert response.status_code == 200, response.get_data(as_text=True)[:500]
     lines = [json.loads(line) for line in response.get_data(as_text=True).splitlines() if line]
@@ -673,6 +683,9 @@ MATRIX: dict[str, tuple[Call, ...]] = {
                               check=page_with("Shop Alpha")),),
     "ui.merchant": (Call("GET", PAGE, get(lambda w, t: f"/subscriptions/{t.subscription_id}"),
                          allowed=PERSON_A_ONLY, check=page_with("Shop Alpha")),),
+    "ui.receipt": (Call(
+        "GET", PAGE, get(lambda w, t: f"/subscriptions/{t.subscription_id}/receipt"),
+        allowed=PERSON_A_ONLY, check=check_receipt_download),),
     "ui.revoke_confirm": (Call(
         "GET", PAGE, get(lambda w, t: f"/subscriptions/{t.subscription_id}/revoke"),
         allowed=PERSON_A_ONLY, check=page_with("Shop Alpha")),),

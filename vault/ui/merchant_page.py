@@ -11,11 +11,13 @@ both cases nothing is written; a good save lists exactly what changed.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from prefvault_sdk import verify_receipt
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
@@ -25,6 +27,7 @@ from vault.services import permission_edits as edits
 from vault.services import relationship as relationship_service
 from vault.services.permission_edits import CellInput, InvalidEdits, cell_key, expiry_date
 from vault.services.permissions import Permission
+from vault.services.receipts import receipt_for_person
 from vault.services.relationship import (
     CHANGED,
     CONTACT,
@@ -49,7 +52,7 @@ from vault.ui.labels import CHANNEL_LABELS, contact_label, field_label
 from vault.ui.session import current_person_id, login_required
 from vault.ui.views import bp
 from vault.vocabulary import CHANNELS, PURPOSES
-from vault.web.i18n import current_time_zone
+from vault.web.i18n import current_language, current_time_zone
 from vault.web.request_db import commit, db_session
 
 #: what each problem code of ``permission_edits`` says at its field
@@ -286,3 +289,37 @@ def save_permissions(subscription_id: str) -> Response | tuple[str, int]:
     else:
         flash(_("Nothing to save: everything was already set like this."))
     return redirect(url_for("ui.merchant", subscription_id=subscription_id))
+
+
+@bp.get("/subscriptions/<subscription_id>/receipt")
+@login_required
+def receipt(subscription_id: str) -> Response:
+    """The person's signed consent receipt for this shop, as a file to keep.
+
+    The file holds the receipt exactly as signed (a compact JWS anyone can
+    verify with the vault's public keys) and, beside it, its claims decoded
+    for reading; only the signed part counts.
+    """
+    rt = runtime()
+    try:
+        signed = receipt_for_person(
+            db_session(), current_person_id() or "", subscription_id, database=rt.database,
+            data_keys=rt.data_keys, signing_key=rt.keyring.signing_key,
+            issuer=rt.settings.issuer, clock=rt.clock, language=current_language())
+    except NotFound:
+        abort(404)
+    # Checked here exactly as a merchant or auditor would check it, before it is handed out.
+    jwks = {"keys": [key.public_jwk() for key in rt.keyring.signing_keys]}
+    checked = verify_receipt(signed, jwks, issuer=rt.settings.issuer)
+    document = {
+        "receipt": signed,
+        "claims": dict(checked.claims),
+        "verify_with": rt.settings.issuer + "/.well-known/jwks.json",
+    }
+    day = rt.clock.now().date().isoformat()
+    response = Response(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
+                        mimetype="application/json")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="consent-receipt-{subscription_id}-{day}.json"')
+    return response
+
