@@ -289,4 +289,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the rest of the session once a browser starts, and ``asyncio.run`` (the
     async SDK tests) refuses to start inside it.
     """
-    items.sort(key=lambda item: "page" in getattr(item, "fixturenames", ()))
+    browser_fixtures = {"page", "browser", "context"}
+    items.sort(key=lambda item: bool(browser_fixtures & set(getattr(item, "fixturenames", ()))))
