@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from api_helpers import (
     START,
     Vault,
     assert_problem,
+    basic_auth,
     bearer,
     erase,
     merchant_with_token,
@@ -36,8 +37,12 @@ from api_helpers import (
 from flask import Flask
 from flask.testing import FlaskClient
 
+from vault.api import decisions as decisions_api
+from vault.api.schemas import BatchRequestSchema, DecisionRequestSchema
 from vault.clock import FixedClock
 from vault.extensions import Runtime
+from vault.services.decision_store import results_json
+from vault.services.decisions import Verdict
 from vault.services.merchants import rotate_client_secret
 
 DECISIONS = f"{API}/decisions"
@@ -164,6 +169,26 @@ def test_a_rotated_client_secret_gets_no_more_tokens(vault: Vault) -> None:
     assert new.status_code == 200
     assert ask(vault, bearer(new.get_json()["access_token"]), "s")["reason"] == \
         "unknown_subject"
+
+
+def test_a_revoked_or_expired_token_is_refused_at_once_though_it_was_just_used(
+        vault: Vault) -> None:
+    merchant, headers = merchant_with_token(vault)
+    assert ask(vault, headers, "sub_a")["reason"] == "unknown_subject"
+    revoked = vault.client.post("/oauth/revoke", data={
+        "token": headers["Authorization"].split()[1], "token_type_hint": "access_token"},
+        headers=basic_auth(merchant.client_id, merchant.client_secret))
+    assert revoked.status_code == 200
+    for path, body in ((DECISIONS, {"subject": "sub_a", **OFFERS_BY_EMAIL}),
+                       (BATCH, {"subjects": ["sub_a"], **OFFERS_BY_EMAIL})):
+        assert_problem(vault.client.post(path, json=body, headers=headers), 401,
+                       "unauthenticated")
+
+    headers = token_header(vault.client, merchant)
+    assert ask(vault, headers, "sub_a")["reason"] == "unknown_subject"
+    vault.clock.advance(timedelta(hours=1))
+    assert_problem(vault.client.post(DECISIONS, json={"subject": "sub_a", **OFFERS_BY_EMAIL},
+                                     headers=headers), 401, "unauthenticated")
 
 
 # -- the answer follows the person ----------------------------------------------------------
@@ -500,3 +525,93 @@ def test_people_never_appear_in_clear_in_the_evidence(vault: Vault) -> None:
             text = repr(row)
             assert "Grace Hopper" not in text
             assert person not in text
+
+
+# -- the quick path: exactly the documented answers, for less -------------------------------
+
+
+def _answers(vault: Vault, headers: dict[str, str],
+             requests: list[tuple[str, dict[str, object]]]) -> list[str]:
+    """Each response body, decision ids replaced, after checking status and type."""
+    bodies = []
+    for path, body in requests:
+        response = vault.client.post(path, json=body, headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.headers["Content-Type"] == "application/json"
+        text = response.get_data(as_text=True)
+        decision_id = response.get_json().get("decision_id")
+        bodies.append(text.replace(decision_id, "ID") if decision_id else text)
+    return bodies
+
+
+def test_the_quick_path_answers_exactly_as_the_documented_one(
+        vault: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
+    merchant, headers = merchant_with_token(vault)
+    sub = subscribe(vault.runtime, merchant,
+                    scope="contact:email:offers contact:sms:offers profile:email")
+    set_permission(vault.runtime, sub, "email", "offers", max_per_week=1)
+    capped = subscribe(vault.runtime, merchant)
+    set_permission(vault.runtime, capped, "email", "offers", max_per_week=1)
+    assert vault.client.post(CONTACTS, json={"subject": capped.subject, **OFFERS_BY_EMAIL},
+                             headers=headers).status_code == 201
+    later = (START + timedelta(hours=30)).isoformat()
+    requests: list[tuple[str, dict[str, object]]] = [
+        (DECISIONS, {"subject": sub.subject, **OFFERS_BY_EMAIL}),
+        (DECISIONS, {"subject": sub.subject, "channel": "sms", "purpose": "offers"}),
+        (DECISIONS, {"subject": capped.subject, **OFFERS_BY_EMAIL}),
+        (DECISIONS, {"subject": "sub_nobody", **OFFERS_BY_EMAIL, "at": later}),
+        (DECISIONS, {"subject": sub.subject, **OFFERS_BY_EMAIL, "at": None}),
+        (BATCH, {"subjects": [sub.subject, "sub_nobody", capped.subject, sub.subject],
+                 **OFFERS_BY_EMAIL}),
+        (BATCH, {"subjects": [capped.subject], **OFFERS_BY_EMAIL, "at": later}),
+    ]
+    quick_calls: list[object] = []
+    real = decisions_api.quick_client_id
+
+    def spy(*args: Any, **kwargs: Any) -> object:
+        quick_calls.append(real(*args, **kwargs))
+        return quick_calls[-1]
+
+    monkeypatch.setattr(decisions_api, "quick_client_id", spy)
+    before = row_counts(vault.runtime)
+    quick = _answers(vault, headers, requests)
+    assert len(quick_calls) == len(requests) and None not in quick_calls
+    middle = row_counts(vault.runtime)
+
+    monkeypatch.setattr(decisions_api, "quick_client_id", lambda *args, **kwargs: None)
+    documented = _answers(vault, headers, requests)
+
+    assert quick == documented
+    after = row_counts(vault.runtime)
+    assert {t: middle[t] - before[t] for t in before} == {t: after[t] - middle[t] for t in after}
+    assert middle["decision"] - before["decision"] == 5
+    assert middle["decision_batch"] - before["decision_batch"] == 2
+
+
+@pytest.mark.parametrize("subject", [
+    "s", "sub_" + "a" * 124, "a.b~c-d_E9", "sub_" + "a" * 125, "", "sub_x\n", "sub x",
+    "s\u00fcb", "sub_\x00", "sub/x", "sub_x\r",
+])
+def test_the_quick_path_takes_exactly_the_subjects_the_schemas_take(subject: str) -> None:
+    taken = not DecisionRequestSchema().validate({"subject": subject, **OFFERS_BY_EMAIL})
+    assert taken is not bool(BatchRequestSchema().validate(
+        {"subjects": ["sub_ok", subject], **OFFERS_BY_EMAIL}))
+    assert bool(decisions_api._ONE_SUBJECT.fullmatch(subject)) is taken
+    assert (decisions_api._subjects(["sub_ok", subject]) is not None) is taken
+
+
+def test_campaign_answers_are_written_as_json_dumps_writes_them() -> None:
+    later = START + timedelta(hours=11)
+    allowed = Verdict(True, "allowed", None, START)
+    quiet = Verdict(False, "quiet_hours", later, later)
+    subjects = ["sub_a", 'sub_"q"', "sub_a", "s\u00fcb\n", "sub_b"]
+    verdicts = [allowed, quiet, allowed, quiet, Verdict(False, "revoked", None, START)]
+    for moment in (str, datetime.isoformat):
+        expected = json.dumps([
+            {"subject": s, "allowed": v.allowed, "reason": v.reason,
+             "next_allowed_at": moment(v.next_allowed_at) if v.next_allowed_at else None}
+            for s, v in zip(subjects, verdicts, strict=True)], separators=(",", ":"))
+        assert results_json(subjects, verdicts, moment) == expected
+    assert results_json(["sub_a"], [allowed], str) == \
+        json.dumps([{"subject": "sub_a", "allowed": True, "reason": "allowed",
+                     "next_allowed_at": None}], separators=(",", ":"))

@@ -17,13 +17,55 @@ MAX_BATCH = 10_000
 #: Identifiers are plain ASCII tokens: anything else cannot be one of ours, and text
 #: with NUL or lone surrogates must never reach the database driver.
 IDENTIFIER = r"^[A-Za-z0-9._~-]+$"
-SUBJECT = {"validate": [validate.Length(min=1, max=128), validate.Regexp(IDENTIFIER)],
+
+
+class Token(validate.Regexp):
+    """``Regexp`` that must match the whole value.
+
+    marshmallow's ``Regexp`` uses ``re.match``, where ``$`` also matches just
+    before a final newline, so ``"sub_x\\n"`` would pass as an identifier.
+    """
+
+    def __call__(self, value):  # type: ignore[no-untyped-def]
+        if not isinstance(value, str) or self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return value
+
+
+SUBJECT = {"validate": [validate.Length(min=1, max=128), Token(IDENTIFIER)],
            "metadata": {"description": "The pairwise subject id from the grant"}}
+
+
+class Moment(ma.fields.AwareDateTime):
+    """An aware ISO 8601 date and time, in printable ASCII only.
+
+    Python's ``datetime.fromisoformat`` stops reading at a NUL, so without
+    this check ``"2026-11-23T10:00:00+00:00\\x00junk"`` would be accepted.
+    """
+
+    def _deserialize(self, value, attr, data, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(value, str) and not (value.isascii() and value.isprintable()):
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE)
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class StrictSchema(ma.Schema):
     class Meta:
         unknown = ma.RAISE
+
+
+class QuerySchema(StrictSchema):
+    """A query string: a parameter given twice is refused rather than guessed at."""
+
+    @ma.pre_load
+    def _refuse_repeated(self, data: object, **_kwargs: object) -> object:
+        getlist = getattr(getattr(data, "data", None), "getlist", None)
+        if getlist is not None:
+            repeated = {name: ["Give this parameter once."] for name in self.fields
+                        if len(getlist(name)) > 1}
+            if repeated:
+                raise ma.ValidationError(repeated)
+        return data
 
 
 class ProblemSchema(ma.Schema):
@@ -49,7 +91,7 @@ class DecisionRequestSchema(StrictSchema):
     subject = ma.fields.String(required=True, **SUBJECT)
     channel = _channel()
     purpose = _purpose()
-    at = ma.fields.AwareDateTime(
+    at = Moment(
         load_default=None, metadata={"description": "The moment asked about; default now"})
 
 
@@ -73,7 +115,7 @@ class BatchRequestSchema(StrictSchema):
     purpose = _purpose()
     subjects = ma.fields.List(ma.fields.String(**SUBJECT), required=True,
                               validate=validate.Length(min=1, max=MAX_BATCH))
-    at = ma.fields.AwareDateTime(load_default=None)
+    at = Moment(load_default=None)
 
 
 class BatchResultSchema(ma.Schema):
@@ -92,8 +134,8 @@ class ContactRequestSchema(StrictSchema):
     channel = _channel()
     purpose = _purpose()
     decision_id = ma.fields.String(load_default=None, validate=[
-        validate.Length(min=1, max=64), validate.Regexp(IDENTIFIER)])
-    at = ma.fields.AwareDateTime(load_default=None,
+        validate.Length(min=1, max=64), Token(IDENTIFIER)])
+    at = Moment(load_default=None,
                                  metadata={"description": "When the contact happened"})
 
 
@@ -139,9 +181,9 @@ class SubscriptionPageSchema(ma.Schema):
     next_cursor = ma.fields.String(allow_none=True, required=True)
 
 
-class PageQuerySchema(StrictSchema):
+class PageQuerySchema(QuerySchema):
     cursor = ma.fields.String(load_default=None, validate=[
-        validate.Length(min=1, max=200), validate.Regexp(IDENTIFIER)])
+        validate.Length(min=1, max=200), Token(IDENTIFIER)])
     limit = ma.fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 
@@ -155,13 +197,79 @@ class WebhookEventSchema(ma.Schema):
     data = ma.fields.Dict(required=True)
 
 
-class AuditExportQuerySchema(StrictSchema):
-    since = ma.fields.AwareDateTime(load_default=None, metadata={
+class AuditExportQuerySchema(QuerySchema):
+    since = Moment(load_default=None, metadata={
         "description": "Only events that occurred at or after this instant"})
-    until = ma.fields.AwareDateTime(load_default=None, metadata={
+    until = Moment(load_default=None, metadata={
         "description": "Only events that occurred before this instant"})
     merchant = ma.fields.String(load_default=None, validate=[
-        validate.Length(min=1, max=200), validate.Regexp(IDENTIFIER)],
+        validate.Length(min=1, max=200), Token(IDENTIFIER)],
         metadata={"description": "Only events about this merchant (its client_id)"})
-    format = ma.fields.String(load_default="jsonl", validate=validate.OneOf(["jsonl"]),
-                              metadata={"description": "Export format; only JSON Lines"})
+    format = ma.fields.String(load_default="jsonl", validate=validate.OneOf(["jsonl", "csv"]),
+                              metadata={"description": (
+                                  "`jsonl` (JSON Lines, the reference form) or `csv` (one "
+                                  "spreadsheet row per event, verifiable the same way)")})
+
+
+# -- the consent log's signed tree heads, proofs and receipts ---------------------------------
+
+#: the largest leaf index or tree size a query may name (a 63-bit column holds it)
+MAX_LOG_SIZE = 2**62
+
+
+class TreeHeadSchema(ma.Schema):
+    """A signed tree head: the log's first `tree_size` events hash to `root_hash`."""
+
+    tree_size = ma.fields.Integer(required=True, metadata={"description": "Events covered"})
+    root_hash = ma.fields.String(required=True, metadata={
+        "description": "RFC 9162 Merkle root, 64 hex digits"})
+    timestamp = ma.fields.Integer(required=True, metadata={
+        "description": "When it was signed, Unix time in milliseconds"})
+    signature = ma.fields.String(required=True, metadata={
+        "description": ("Ed25519 signature (unpadded base64url) over "
+                        "`prefvault-tree-head/v1\\n<tree_size>\\n<root_hash>\\n<timestamp>\\n`")})
+    kid = ma.fields.String(required=True, metadata={
+        "description": "The signing key in /.well-known/jwks.json"})
+
+
+class ConsistencyQuerySchema(QuerySchema):
+    first = ma.fields.Integer(required=True, validate=validate.Range(min=0, max=MAX_LOG_SIZE),
+                              metadata={"description": "Size of the older stored head"})
+    second = ma.fields.Integer(required=True, validate=validate.Range(min=0, max=MAX_LOG_SIZE),
+                               metadata={"description": "Size of the newer stored head"})
+
+
+class ConsistencyProofSchema(ma.Schema):
+    first = ma.fields.Nested(TreeHeadSchema, required=True)
+    second = ma.fields.Nested(TreeHeadSchema, required=True)
+    proof = ma.fields.List(ma.fields.String(), required=True, metadata={
+        "description": "RFC 9162 consistency proof, hex hashes"})
+
+
+class InclusionQuerySchema(QuerySchema):
+    index = ma.fields.Integer(required=True, validate=validate.Range(min=0, max=MAX_LOG_SIZE),
+                              metadata={"description": "Leaf index (the event's seq - 1)"})
+    tree_size = ma.fields.Integer(load_default=None,
+                                  validate=validate.Range(min=1, max=MAX_LOG_SIZE), metadata={
+                                      "description": "A stored head's size; default the newest"})
+
+
+class InclusionProofSchema(ma.Schema):
+    index = ma.fields.Integer(required=True)
+    tree_size = ma.fields.Integer(required=True)
+    leaf = ma.fields.Dict(required=True, metadata={
+        "description": "The event as stored; its canonical JSON is the Merkle leaf"})
+    leaf_hash = ma.fields.String(required=True, metadata={
+        "description": "The leaf hash in the stored tree, 64 hex digits"})
+    proof = ma.fields.List(ma.fields.String(), required=True, metadata={
+        "description": "RFC 9162 inclusion proof, hex hashes, leaf side first"})
+    tree_head = ma.fields.Nested(TreeHeadSchema, required=True)
+
+
+class ReceiptSchema(ma.Schema):
+    """A consent receipt: a compact JWS, verifiable offline with the vault's JWKS."""
+
+    subject = ma.fields.String(required=True)
+    receipt = ma.fields.String(required=True, metadata={"description": (
+        "Compact JWS (alg Ed25519, typ consent-receipt+jwt) of the subscription's latest "
+        "state, with the consent-log leaf that recorded it and its inclusion proof")})

@@ -38,10 +38,18 @@ class DecryptionError(Exception):
 
 def field_aad(table: str, row_id: str, field: str) -> bytes:
     """Associated data that pins a ciphertext to one field of one row."""
-    for part in (table, row_id, field):
-        if "\x00" in part:
-            raise ValueError("AAD parts may not contain NUL")
-    return b"\x00".join((_AAD_PREFIX, table.encode(), row_id.encode(), field.encode()))
+    head, tail = _aad_ends(table, field)
+    if "\x00" in row_id:
+        raise ValueError("AAD parts may not contain NUL")
+    return head + row_id.encode() + tail
+
+
+@lru_cache(maxsize=64)
+def _aad_ends(table: str, field: str) -> tuple[bytes, bytes]:
+    """The AAD around the row id for one table and field: a campaign opens 100,000 alike."""
+    if "\x00" in table or "\x00" in field:
+        raise ValueError("AAD parts may not contain NUL")
+    return b"\x00".join((_AAD_PREFIX, table.encode(), b"")), b"\x00" + field.encode()
 
 
 def _seal(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
@@ -49,12 +57,15 @@ def _seal(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
     return FORMAT_VERSION + nonce + aead.encrypt(nonce, plaintext, aad)
 
 
+_SHORTEST = 1 + NONCE_BYTES + 16
+_BODY = 1 + NONCE_BYTES
+
+
 def _open(aead: AESGCM, sealed: bytes, aad: bytes) -> bytes:
-    if len(sealed) < 1 + NONCE_BYTES + 16 or sealed[:1] != FORMAT_VERSION:
+    if len(sealed) < _SHORTEST or sealed[:1] != FORMAT_VERSION:
         raise DecryptionError()
-    nonce = sealed[1 : 1 + NONCE_BYTES]
     try:
-        return aead.decrypt(nonce, sealed[1 + NONCE_BYTES :], aad)
+        return aead.decrypt(sealed[1:_BODY], sealed[_BODY:], aad)
     except InvalidTag:
         raise DecryptionError() from None
 

@@ -67,8 +67,8 @@ class AuthorizationServer(_FlaskServer):
         setattr(g, _COMMIT_EVEN_ON_ERROR, value)
 
     def query_client(self, client_id):  # type: ignore[no-untyped-def]
-        if not isinstance(client_id, str) or len(client_id) > 64:
-            return None
+        if not isinstance(client_id, str) or len(client_id) > 64 or "\x00" in client_id:
+            return None  # PostgreSQL refuses a NUL in a query parameter outright
         return db_session().exec(
             select(Merchant).where(Merchant.client_id == client_id,
                                    Merchant.disabled_at.is_(None))

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import re
+
 from authlib.integrations.flask_oauth2 import current_token
 from authlib.oauth2 import OAuth2Error
-from flask import Blueprint, jsonify, make_response, render_template, request
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
+from flask import Blueprint, abort, jsonify, make_response, render_template, request
 from flask_babel import gettext as _
+from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
 from vault.extensions import runtime
@@ -27,6 +32,48 @@ from vault.web.request_db import commit, db_session
 bp = Blueprint("oauth", __name__)
 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+#: the parameters of RFC 6749, 7636, 7009 and 7662 (and OpenID's nonce) the vault reads;
+#: any other parameter is ignored, as RFC 6749 §3.1 asks
+_OAUTH_PARAMETERS = frozenset({
+    "response_type", "client_id", "client_secret", "redirect_uri", "scope", "state",
+    "code", "code_challenge", "code_challenge_method", "code_verifier", "grant_type",
+    "refresh_token", "token", "token_type_hint", "nonce"})
+#: RFC 6749 Appendix A: their values are printable ASCII (VSCHAR)
+_VSCHAR = re.compile(r"[\x20-\x7e]*")
+#: the longest value of the parameters the vault stores (the columns' sizes)
+_LONGEST = {"nonce": 255}
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _malformed(parameters: MultiDict[str, str]) -> OAuth2Error | None:
+    """A parameter given twice (RFC 6749 §3.1, §3.2) or holding a character outside VSCHAR.
+
+    Authlib takes the first of repeated parameters, and a control character in a
+    redirect URI made it fail while building its own error message.
+    """
+    for name in _OAUTH_PARAMETERS.intersection(parameters):
+        values = parameters.getlist(name)
+        if len(values) > 1:
+            return InvalidRequestError(f"Multiple '{name}' in request.")
+        if not _VSCHAR.fullmatch(values[0]):
+            return InvalidRequestError(f"Invalid characters in '{name}'.")
+        if len(values[0]) > _LONGEST.get(name, len(values[0])):
+            return InvalidRequestError(f"'{name}' is too long.")
+    return None
+
+
+def _malformed_client_request() -> OAuth2Error | None:
+    """What makes a token, revocation or introspection request unreadable as such."""
+    if request.mimetype not in ("", _FORM):
+        return InvalidRequestError(f"Send the parameters as {_FORM}.")
+    header = request.headers.get("Authorization", "")
+    if header[:6].lower() == "basic ":
+        try:
+            base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except ValueError:  # not base64, or not UTF-8 once decoded
+            return InvalidClientError(status_code=401)
+    return _malformed(request.form)
 
 
 def _consent_items(requested: PersonGrant, before: PersonGrant | None) -> list[dict[str, object]]:
@@ -57,6 +104,9 @@ def authorize() -> Response | str | tuple[str, int]:
     """The consent page: the merchant's request in plain words, nothing pre-ticked."""
     server = authorization_server()
     person_id = current_person_id() or ""
+    malformed = _malformed(request.args)
+    if malformed is not None:
+        return _invalid_request_page(malformed)
     try:
         grant = server.get_consent_grant(end_user=person_id)
     except OAuth2Error as error:
@@ -82,6 +132,8 @@ def authorize() -> Response | str | tuple[str, int]:
     if request.method == "GET":
         return consent_page(None)
 
+    if len(request.form.getlist("action")) > 1:
+        abort(400)  # one button was pressed, never both
     if request.form.get("action") != "allow":
         return server.create_authorization_response(grant_user=None, grant=grant)
     granted = requested.narrowed_to(set(request.form.getlist("grant")))
@@ -102,7 +154,10 @@ def _endpoint_response(call: str) -> Response:
     """Run a token-side endpoint and commit what it wrote (revocations included)."""
     server = authorization_server()
     server.commit_even_on_error = False
-    if call == "token":
+    malformed = _malformed_client_request()
+    if malformed is not None:
+        response = server.handle_error_response(request, malformed)
+    elif call == "token":
         response = server.create_token_response()
     else:
         response = server.create_endpoint_response(call)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -9,12 +10,13 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from vault.clock import Clock
+from vault.db import Driver
 from vault.errors import NotFound, ValidationFailed
 from vault.models import ContactEvent
 from vault.models.types import new_id
 from vault.services import decision_store
 from vault.services.audit import AuditTag, record_event
-from vault.services.decisions import UNKNOWN_SUBJECT, alternatives, evaluate
+from vault.services.decisions import UNKNOWN_SUBJECT, Verdict, alternatives, evaluate
 from vault.services.keys import DataKeys
 
 #: how far from now a merchant may ask about
@@ -39,18 +41,23 @@ class DecisionResult:
     valid_until: datetime
 
 
-def _relaxed_durability(session: Session) -> None:
+def _relaxed_durability(db: Driver) -> None:
     """Let PostgreSQL acknowledge decision evidence before it reaches the disk.
 
     A decision changes nothing about a person; its evidence row is written
     with ``synchronous_commit`` off, which keeps the fsync out of the hot path
     and risks only the last fraction of a second of evidence if the database
     server itself crashes. Consent changes and contact reports always commit
-    synchronously.
+    synchronously. The hot path's own PostgreSQL connections are set up that
+    way already (``Database.driver``).
     """
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+    if db.dialect == "postgresql" and not db.relaxed:
+        db.run("SET LOCAL synchronous_commit TO OFF")
+
+
+def _driver(session: Session | Driver) -> Driver:
+    """Services take an ORM session; the hot path hands in a driver connection."""
+    return session if isinstance(session, Driver) else Driver.of(session.connection())
 
 
 def _moment(at: datetime | None, now: datetime) -> datetime:
@@ -79,16 +86,30 @@ class DecisionEvidence:
 
 @dataclass(frozen=True)
 class BatchEvidence:
+    """A campaign's answers in input order: ``verdicts[i]`` answers ``subjects[i]``."""
+
     merchant_id: str
     channel: str
     purpose: str
     asked_at: datetime
     decided_at: datetime
-    results: list[dict[str, object]]
+    subjects: list[str]
+    verdicts: list[Verdict]
+
+    @property
+    def results(self) -> list[dict[str, object]]:
+        """The answers as the API's batch results: subject, allowed, reason, next_allowed_at."""
+        return [{"subject": subject, "allowed": verdict.allowed, "reason": verdict.reason,
+                 "next_allowed_at": verdict.next_allowed_at}
+                for subject, verdict in zip(self.subjects, self.verdicts, strict=True)]
+
+    def results_json(self, moment: Callable[[datetime], str] = str) -> str:
+        """``results`` as compact JSON, times written by ``moment`` (see ``results_json``)."""
+        return decision_store.results_json(self.subjects, self.verdicts, moment)
 
 
 def answer(
-    session: Session,
+    session: Session | Driver,
     *,
     merchant_id: str,
     subject: str,
@@ -105,9 +126,9 @@ def answer(
     """
     now = clock.now()
     moment = _moment(at, now)
-    loaded = decision_store.load_terms(session.connection(), merchant_id=merchant_id,
-                                       subjects=[subject], purpose=purpose, now=moment,
-                                       data_keys=data_keys).get(subject)
+    loaded = decision_store.load_terms(_driver(session), merchant_id=merchant_id,
+                                       subject=subject, purpose=purpose, now=moment,
+                                       data_keys=data_keys)
     terms = loaded.terms if loaded else None
     verdict = evaluate(terms, channel, purpose, moment)
     decision_id = new_id()
@@ -123,17 +144,20 @@ def answer(
     return result, evidence
 
 
-def keep(session: Session, evidence: DecisionEvidence | BatchEvidence) -> None:
+def keep(session: Session | Driver, evidence: DecisionEvidence | BatchEvidence) -> None:
     """Append the evidence of an answer (see ``_relaxed_durability``)."""
-    _relaxed_durability(session)
+    db = _driver(session)
+    _relaxed_durability(db)
     if isinstance(evidence, BatchEvidence):
         decision_store.record_batch(
-            session.connection(), merchant_id=evidence.merchant_id, channel=evidence.channel,
+            db, merchant_id=evidence.merchant_id, channel=evidence.channel,
             purpose=evidence.purpose, asked_at=evidence.asked_at,
-            decided_at=evidence.decided_at, results=evidence.results)
+            decided_at=evidence.decided_at, results=evidence.results_json(),
+            size=len(evidence.verdicts),
+            allowed_count=sum(1 for verdict in evidence.verdicts if verdict.allowed))
         return
     decision_store.record_decision(
-        session.connection(), decision_id=evidence.decision_id,
+        db, decision_id=evidence.decision_id,
         merchant_id=evidence.merchant_id, subscription_id=evidence.subscription_id,
         subject=evidence.subject, channel=evidence.channel, purpose=evidence.purpose,
         asked_at=evidence.asked_at, decided_at=evidence.decided_at,
@@ -160,7 +184,7 @@ def decide(
 
 
 def answer_batch(
-    session: Session,
+    session: Session | Driver,
     *,
     merchant_id: str,
     subjects: list[str],
@@ -173,21 +197,12 @@ def answer_batch(
     """Answer a campaign in input order (duplicates answered each time), reading only."""
     now = clock.now()
     moment = _moment(at, now)
-    loaded = decision_store.load_terms(session.connection(), merchant_id=merchant_id,
-                                       subjects=list(dict.fromkeys(subjects)), purpose=purpose,
-                                       now=moment, data_keys=data_keys, detail=False)
-    cache: dict[str, dict[str, object]] = {}
-    results: list[dict[str, object]] = []
-    for subject in subjects:
-        found_answer = cache.get(subject)
-        if found_answer is None:
-            found = loaded.get(subject)
-            verdict = evaluate(found.terms if found else None, channel, purpose, moment)
-            found_answer = {"subject": subject, "allowed": verdict.allowed,
-                            "reason": verdict.reason, "next_allowed_at": verdict.next_allowed_at}
-            cache[subject] = found_answer
-        results.append(found_answer)
-    return BatchEvidence(merchant_id, channel, purpose, moment, now, results)
+    found = decision_store.campaign_verdicts(
+        _driver(session), merchant_id=merchant_id, subjects=list(dict.fromkeys(subjects)),
+        channel=channel, purpose=purpose, now=moment, data_keys=data_keys)
+    unknown = evaluate(None, channel, purpose, moment)
+    return BatchEvidence(merchant_id, channel, purpose, moment, now, list(subjects),
+                         [found.get(subject, unknown) for subject in subjects])
 
 
 def decide_batch(
@@ -247,9 +262,9 @@ def report_contact(
     if now - occurred > timedelta(days=31):
         raise ValidationFailed("contacts must be reported within 31 days", field="at")
     connection = session.connection()
-    loaded = decision_store.load_terms(connection, merchant_id=merchant_id, subjects=[subject],
-                                       purpose=purpose, now=occurred, data_keys=data_keys).get(
-        subject)
+    loaded = decision_store.load_terms(Driver.of(connection), merchant_id=merchant_id,
+                                       subject=subject, purpose=purpose, now=occurred,
+                                       data_keys=data_keys, detail=False)
     verdict = evaluate(loaded.terms if loaded else None, channel, purpose, occurred)
     if loaded is None or verdict.reason == UNKNOWN_SUBJECT:
         raise NotFound("no subscription with this subject", field="subject")

@@ -134,7 +134,8 @@ def rotate_keks(
     new_id = keyring.active_kek_id
     new_kek = keyring.active_kek
     done = 0
-    while True:
+    finished = False
+    while not finished:
         with database.write() as session:
             rows = session.exec(
                 select(PersonKey)
@@ -149,12 +150,21 @@ def rotate_keks(
                 row.kek_id = new_id
                 row.rewrapped_at = clock.now()
                 session.add(row)
+            session.flush()
+            # The batch that rewraps the last data key records the rotation with it: a
+            # rotation stopped after that commit is complete, and in the log. (Recorded
+            # later, a stop in between left it unrecorded for good: with nothing left
+            # to resume, the next run starts a new KEK instead.)
+            finished = session.exec(
+                select(PersonKey.person_id).where(PersonKey.kek_id != new_id).limit(1)
+            ).first() is None
+            if finished:
+                record_event(session, clock=clock, tag=AuditTag.KEK_ROTATED, actor="operator",
+                             data={"kek_id": new_id, "rewrapped": done + len(rows),
+                                   "resumed": resumed})
         done += len(rows)
-        if not rows:
-            break
-        if on_batch is not None:
+        if rows and on_batch is not None:
             on_batch(done)
-    _record_rotation(database, clock=clock, kek_id=new_id, rewrapped=done, resumed=resumed)
     return RotationReport(kek_id=new_id, resumed=resumed, rewrapped=done, remaining=0)
 
 
@@ -170,16 +180,3 @@ def retire_keks(database: Database, keyring: KeyRing) -> list[str]:
     if retired:
         keyring.save()
     return retired
-
-
-def _record_rotation(
-    database: Database, *, clock: Clock, kek_id: str, rewrapped: int, resumed: bool
-) -> None:
-    with database.write() as session:
-        record_event(
-            session,
-            clock=clock,
-            tag=AuditTag.KEK_ROTATED,
-            actor="operator",
-            data={"kek_id": kek_id, "rewrapped": rewrapped, "resumed": resumed},
-        )

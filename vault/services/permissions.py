@@ -79,6 +79,15 @@ def seal_grid(key: DataKey, subscription_id: str, grid: PermissionGrid) -> bytes
 
 
 def open_grid(key: DataKey, row: ContactPermission) -> PermissionGrid:
-    raw = key.decrypt(row.record, table=_TABLE, row_id=row.subscription_id, field="record")
+    return grid_from_record(open_grid_record(key, row.subscription_id, row.record))
+
+
+def open_grid_record(key: DataKey, subscription_id: str, sealed: bytes) -> bytes:
+    """The opened (JSON) record of a sealed grid, not yet parsed."""
+    return key.decrypt(sealed, table=_TABLE, row_id=subscription_id, field="record")
+
+
+def grid_from_record(raw: bytes) -> PermissionGrid:
+    """The grid in an opened record (campaigns parse each distinct record once)."""
     permissions = [Permission.from_json(item) for item in json.loads(raw)["permissions"]]
     return {(p.channel, p.purpose): p for p in permissions}

@@ -131,7 +131,16 @@ def open_rules(key: DataKey, row: GlobalRules) -> RuleSet:
     AES-GCM, so it is read back without validating it again: this runs for
     every subject of a campaign.
     """
-    raw = key.decrypt(row.record, table=_TABLE, row_id=row.person_id, field="record")
+    return rules_from_record(open_rules_record(key, row.person_id, row.record), row.version)
+
+
+def open_rules_record(key: DataKey, person_id: str, sealed: bytes) -> bytes:
+    """The opened (JSON) record of sealed rules, not yet parsed."""
+    return key.decrypt(sealed, table=_TABLE, row_id=person_id, field="record")
+
+
+def rules_from_record(raw: bytes, version: int) -> RuleSet:
+    """The rules in an opened record (campaigns parse each distinct record once)."""
     doc = json.loads(raw)
     quiet = doc.get("quiet_hours")
     return RuleSet(
@@ -139,7 +148,7 @@ def open_rules(key: DataKey, row: GlobalRules) -> RuleSet:
         channels_off=tuple(doc.get("channels_off", ())),
         quiet_hours=QuietHours(time.fromisoformat(quiet["start"]),
                                time.fromisoformat(quiet["end"])) if quiet else None,
-        version=row.version,
+        version=version,
     )
 
 

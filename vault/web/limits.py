@@ -14,12 +14,39 @@ endpoints in problem+json, the web pages with the form and a message.
 from __future__ import annotations
 
 import hashlib
+import time
 
 from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits.storage import MemoryStorage
 
 from vault.config import Settings
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """``memory://`` counting that sweeps expired entries at most once a second.
+
+    limits' own memory storage arms a fresh 10 ms timer thread on every hit
+    once the last one has run, so a busy worker starts a thread every few
+    requests and the request that starts it waits for it to be scheduled.
+    Expired entries never count (each check compares times), so sweeping
+    less often only keeps a second's worth more of them in memory.
+    """
+
+    STORAGE_SCHEME = ["prefvault-memory"]
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False,
+                 **options: str) -> None:
+        self._next_sweep = 0.0
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # the base class's private hook
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_SECONDS
+            MemoryStorage._MemoryStorage__schedule_expiry(self)  # type: ignore[attr-defined]
 
 
 def client_key() -> str:
@@ -35,7 +62,7 @@ def client_key() -> str:
 
 
 def build_limiter(app: Flask, settings: Settings) -> Limiter:
-    storage = settings.redis_url or "memory://"
+    storage = settings.redis_url or "prefvault-memory://"
     return Limiter(
         get_remote_address,
         app=app,
