@@ -348,3 +348,11 @@ def test_the_dashboard_and_the_confirmation_speak_dutch(vault: Vault, by_profile
     assert "Ingetrokken. Boekhandel kan je niet meer benaderen" in text_of(done)
     assert "Ingetrokken winkels" in text_of(done)
     assert "Who may reach me" not in dashboard + confirm
+
+
+@pytest.mark.parametrize("path", ["/subscriptions/a%00b", "/subscriptions/a%00b/revoke",
+                                  "/subscriptions/a%00b/receipt", "/subscriptions/" + "x" * 65])
+def test_an_impossible_id_in_a_page_path_is_not_found(vault: Vault, path: str) -> None:
+    browser = logged_in(vault)
+    response = browser.get(path)
+    assert response.status_code == 404 and response.mimetype == "text/html"

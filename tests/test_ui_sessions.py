@@ -49,3 +49,4 @@ def test_a_forged_mark_does_not_keep_a_session(vault: Vault) -> None:
         cookie["mark"] = "0" * 32
     response = browser.get("/subscriptions")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
+

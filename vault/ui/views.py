@@ -6,9 +6,10 @@ activity, my data); they all register on the one ``ui`` blueprint defined here.
 
 from __future__ import annotations
 
+import re
 from importlib import import_module
 
-from flask import Blueprint, Flask, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
@@ -31,6 +32,21 @@ NAV_ITEMS = (
     ("ui.activity", _l("Activity")),
     ("ui.my_data", _l("My data")),
 )
+
+
+_PATH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@bp.before_request
+def _sane_path_ids() -> None:
+    """An id in a page's path that no id could look like is simply not found.
+
+    Refused before any lookup, so a NUL or a megabyte in the path never
+    reaches the database (PostgreSQL rejects NUL in text outright).
+    """
+    for value in (request.view_args or {}).values():
+        if isinstance(value, str) and not _PATH_ID.fullmatch(value):
+            abort(404)
 
 
 @bp.get("/")
