@@ -10,10 +10,11 @@ for the p99 under load. (b) a 100,000-subject campaign as 10 batch calls of
 in the same run, printed as a ratio. Not part of the test suite: machine noise
 makes absolute numbers move; compare ratios and medians.
 
-Beside the wall-clock figures it prints the CPU time the server processes
-(gunicorn's master and workers) and this client spent per request. Other
-work on the machine moves those far less than throughput, so on a busy
-machine they say more about what a change did.
+Beside the wall-clock figures it prints the CPU time the server side
+(gunicorn's master and workers, and PostgreSQL's backends serving the bench
+database) and this client spent per request. Other work on the machine moves
+those far less than throughput, so on a busy machine they say more about
+what a change did.
 
 The scan reads the subscriptions of the campaign's subjects through the
 subject index, as the campaign does (``CROSS JOIN`` keeps SQLite, which has
@@ -25,10 +26,12 @@ after seeding, as autovacuum would have done on a server that has it on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -179,30 +182,40 @@ def bare_scan_seconds(database: Database, merchant_id: str, chunks: list[list[st
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process and its children (gunicorn's workers)."""
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(child) for child in children]
-    except OSError:
-        pass
-    total = 0
+def process_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User and system CPU time of each of these processes that is still running."""
+    seconds: dict[int, float] = {}
     for each in pids:
         try:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICK
+        seconds[each] = (int(fields[11]) + int(fields[12])) / _TICK
+    return seconds
 
 
-def with_cpu(server_pid: int, measure, *args, **kwargs):  # type: ignore[no-untyped-def]
-    """``measure(*args)`` and the server's and this process's CPU seconds spent meanwhile."""
-    server_before, client_before = process_cpu_seconds(server_pid), time.process_time()
+def server_pids(gunicorn: int, database: str | None) -> list[int]:
+    """gunicorn's master and workers and, on PostgreSQL, the backends serving the database."""
+    pids = [gunicorn]
+    with contextlib.suppress(OSError):
+        pids += [int(child) for child in
+                 Path(f"/proc/{gunicorn}/task/{gunicorn}/children").read_text().split()]
+    if database is not None:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            pids += [row[0] for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,))]
+    return pids
+
+
+def with_cpu(gunicorn: int, database: str | None, measure, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """``measure(*args)`` and the CPU seconds the server side (``server_pids``) and this
+    process spent meanwhile."""
+    before, client_before = process_cpu_seconds(server_pids(gunicorn, database)), \
+        time.process_time()
     result = measure(*args, **kwargs)
-    return (result, process_cpu_seconds(server_pid) - server_before,
-            time.process_time() - client_before)
+    after = process_cpu_seconds(sorted(set(before) | set(server_pids(gunicorn, database))))
+    server = sum(spent - before.get(pid, 0.0) for pid, spent in after.items())
+    return result, server, time.process_time() - client_before
 
 
 def run(kind: str, people: int, seconds: float) -> dict[str, float]:
@@ -254,9 +267,9 @@ def run(kind: str, people: int, seconds: float) -> dict[str, float]:
 
         closed_loop(url, ask, 1.0)  # warm up caches and connections
         (trivial_rps, trivial_lat, _), trivial_server, trivial_client = with_cpu(
-            server.pid, closed_loop, url, trivial, seconds)
+            server.pid, backend.name, closed_loop, url, trivial, seconds)
         (rps, lat, errors), decision_server, decision_client = with_cpu(
-            server.pid, closed_loop, url, ask, seconds)
+            server.pid, backend.name, closed_loop, url, ask, seconds)
         loaded = open_loop(url, ask, rate=0.7 * rps, seconds=seconds)
 
         pool = subjects[:10 * BATCH] + random_unknown_subjects(max(0, 10 * BATCH - len(subjects)))
@@ -296,6 +309,7 @@ def run(kind: str, people: int, seconds: float) -> dict[str, float]:
             server.terminate()
             server.wait(timeout=20)
         backend.drop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
