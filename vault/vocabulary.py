@@ -1,32 +1,17 @@
 """The shared words of the vault: channels, purposes and profile fields.
 
-DESIGN.md fixes these names; the database, API, SDK, UI and docs all use them,
-so they live in one place and everything else imports them from here.
+DESIGN.md fixes these names; the database, API, SDK, UI and docs all use them.
+Channels and purposes are defined once, in the merchant SDK the vault depends
+on (shops meet them there), so the two can never disagree; the vault imports
+every word from here.
 """
 
 from enum import StrEnum
 
+from prefvault_sdk import Channel, Purpose
 
-class Channel(StrEnum):
-    """How a merchant may reach a person."""
-
-    EMAIL = "email"
-    SMS = "sms"
-    PHONE = "phone"
-    POST = "post"
-    PUSH = "push"
-
-
-class Purpose(StrEnum):
-    """Why a merchant wants to reach a person."""
-
-    ORDER_UPDATES = "order_updates"
-    SERVICE = "service"
-    ABANDONED_CART = "abandoned_cart"
-    OFFERS = "offers"
-    PERSONALISED_OFFERS = "personalised_offers"
-    SURVEYS = "surveys"
-    PARTNER_OFFERS = "partner_offers"
+__all__ = ["CHANNELS", "LANGUAGES", "PROFILE_FIELDS", "PURPOSES", "Channel", "ProfileField",
+           "Purpose"]
 
 
 class ProfileField(StrEnum):
