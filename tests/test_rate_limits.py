@@ -7,6 +7,7 @@ and other tests are never throttled.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from api_helpers import (
@@ -16,6 +17,7 @@ from api_helpers import (
     Vault,
     register_merchant,
     request_token,
+    row_counts,
     subscribe,
     token_header,
     unique_email,
@@ -30,13 +32,20 @@ from vault.crypto.keyring import KeyRing
 from vault.models import Person
 
 
-@pytest.fixture
-def limited(settings: Settings, keyring: KeyRing, clock: FixedClock) -> Iterator[Vault]:
-    app: Flask = create_app(settings.replace(rate_limit_token="3 per minute",
-                                             rate_limit_api="4 per minute"),
-                            keyring=keyring, clock=clock)
+@contextmanager
+def _vault_with(settings: Settings, keyring: KeyRing, clock: FixedClock,
+                **limits: str) -> Iterator[Vault]:
+    """A vault of its own with the given rate limits, so its counters start at zero."""
+    app: Flask = create_app(settings.replace(**limits), keyring=keyring, clock=clock)
     yield Vault(app, app.test_client(), app.extensions["prefvault"], clock)
     app.extensions["prefvault"].database.dispose()
+
+
+@pytest.fixture
+def limited(settings: Settings, keyring: KeyRing, clock: FixedClock) -> Iterator[Vault]:
+    with _vault_with(settings, keyring, clock, rate_limit_token="3 per minute",
+                     rate_limit_api="4 per minute") as vault:
+        yield vault
 
 
 def _assert_429(response) -> None:  # type: ignore[no-untyped-def]
@@ -64,13 +73,9 @@ def test_decisions_answer_429_per_token_and_write_no_evidence(limited: Vault) ->
     for _ in range(4):
         assert limited.client.post(f"{API}/decisions", json=ask,
                                    headers=headers).status_code == 200
-    before = limited.runtime.database
-    with before.read() as session:
-        stored = session.connection().exec_driver_sql("SELECT count(*) FROM decision").scalar()
+    stored = row_counts(limited.runtime, ["decision"])
     _assert_429(limited.client.post(f"{API}/decisions", json=ask, headers=headers))
-    with before.read() as session:
-        assert session.connection().exec_driver_sql(
-            "SELECT count(*) FROM decision").scalar() == stored
+    assert row_counts(limited.runtime, ["decision"]) == stored
 
 
 def test_a_normal_vault_does_not_throttle_ordinary_traffic(vault_app: Vault) -> None:
@@ -90,17 +95,9 @@ def vault_app(app, client, runtime, clock) -> Vault:  # type: ignore[no-untyped-
 
 @pytest.fixture
 def limited_pages(settings: Settings, keyring: KeyRing, clock: FixedClock) -> Iterator[Vault]:
-    app: Flask = create_app(settings.replace(rate_limit_signup="2 per minute",
-                                             rate_limit_login_account="2 per minute"),
-                            keyring=keyring, clock=clock)
-    yield Vault(app, app.test_client(), app.extensions["prefvault"], clock)
-    app.extensions["prefvault"].database.dispose()
-
-
-def _person_count(vault: Vault) -> int:
-    with vault.runtime.database.read() as session:
-        return int(session.connection().exec_driver_sql(
-            "SELECT count(*) FROM person").scalar_one())
+    with _vault_with(settings, keyring, clock, rate_limit_signup="2 per minute",
+                     rate_limit_login_account="2 per minute") as vault:
+        yield vault
 
 
 def test_sign_ups_are_limited_per_address(limited_pages: Vault) -> None:
@@ -113,11 +110,11 @@ def test_sign_ups_are_limited_per_address(limited_pages: Vault) -> None:
 
     assert sign_up_once(unique_email()).status_code == 302
     assert sign_up_once(unique_email()).status_code == 302
-    before = _person_count(limited_pages)
+    before = row_counts(limited_pages.runtime, ["person"])
     refused = sign_up_once(unique_email())
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert refused.mimetype == "text/html"
-    assert _person_count(limited_pages) == before
+    assert row_counts(limited_pages.runtime, ["person"]) == before
 
 
 def test_wrong_passwords_when_deleting_the_account_are_limited(limited_pages: Vault) -> None:
