@@ -78,6 +78,25 @@ def test_decisions_answer_429_per_token_and_write_no_evidence(limited: Vault) ->
     assert row_counts(limited.runtime, ["decision"]) == stored
 
 
+def test_the_api_limit_counts_every_route_of_one_token_together(limited: Vault) -> None:
+    merchant = register_merchant(limited.runtime)
+    headers = token_header(limited.client, merchant)
+    sub = subscribe(limited.runtime, merchant)
+    ask = {"subject": sub.subject, "channel": "email", "purpose": "offers"}
+    assert limited.client.post(f"{API}/decisions", json=ask, headers=headers).status_code == 200
+    assert limited.client.get(f"{API}/subscriptions", headers=headers).status_code == 200
+    assert limited.client.get(f"{API}/subscriptions/{sub.subject}",
+                              headers=headers).status_code == 200
+    assert limited.client.post(f"{API}/contacts", json=ask, headers=headers).status_code == 201
+    stored = row_counts(limited.runtime, ["contact_event", "decision"])
+    _assert_429(limited.client.post(f"{API}/contacts", json=ask, headers=headers))
+    _assert_429(limited.client.get(f"{API}/subscriptions", headers=headers))
+    assert row_counts(limited.runtime, ["contact_event", "decision"]) == stored
+    other = register_merchant(limited.runtime, "Other Shop")
+    assert limited.client.get(f"{API}/subscriptions",
+                              headers=token_header(limited.client, other)).status_code == 200
+
+
 def test_a_normal_vault_does_not_throttle_ordinary_traffic(vault_app: Vault) -> None:
     merchant = register_merchant(vault_app.runtime)
     headers = token_header(vault_app.client, merchant)
