@@ -21,7 +21,9 @@ new, uniquely named PostgreSQL database that it drops at the end) and then,
    its version bump, or the other way round); the audit hash chain verifies
    and agrees with the state (the last event about each subscription matches
    its status); every KEK that wraps a data key is still in the key ring and
-   every sealed record still opens.
+   every sealed record still opens; each subscription's kept terms and its
+   current ones follow each other without a gap (a change is never there
+   without the state it replaced).
 
 A change whose request was cut off by the kill is "in doubt": it may have
 committed or not. The check finds out which from the database, and either
@@ -279,6 +281,7 @@ def _apply(runtime: Any, request: dict[str, Any]) -> dict[str, Any]:
         if op == "revoke":
             sub = subscription_service.revoke(session, person_id=request["person_id"],
                                               subscription_id=request["subscription_id"],
+                                              data_keys=runtime.data_keys,
                                               clock=runtime.clock)
             return {"status": sub.status}
         if op == "update_profile":
@@ -911,6 +914,8 @@ class Snapshot:
     decisions: set[str]
     chain_ok: bool
     chain_problem: str
+    #: subscription id -> its kept states (``terms_history``), oldest first
+    history: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def take_snapshot(database: Any, decision_ids: list[str]) -> Snapshot:
@@ -925,6 +930,7 @@ def take_snapshot(database: Any, decision_ids: list[str]) -> Snapshot:
         PersonKey,
         Profile,
         Subscription,
+        TermsHistory,
         WebhookOutbox,
     )
     from vault.models import Person as PersonRow
@@ -938,6 +944,9 @@ def take_snapshot(database: Any, decision_ids: list[str]) -> Snapshot:
             hashes.add(token.access_token_hash)
             if token.subscription_id:
                 tokens[token.subscription_id].append(token)
+        history: dict[str, list[Any]] = defaultdict(list)
+        for kept in session.exec(select(TermsHistory).order_by(TermsHistory.valid_from)):
+            history[kept.subscription_id].append(kept)
         found: set[str] = set()
         for start in range(0, len(decision_ids), 500):
             chunk = decision_ids[start:start + 500]
@@ -957,6 +966,7 @@ def take_snapshot(database: Any, decision_ids: list[str]) -> Snapshot:
             decisions=found,
             chain_ok=check.ok,
             chain_problem=f"{check.reason} at seq {check.first_bad_seq}" if not check.ok else "",
+            history=dict(history),
         )
 
 
@@ -1195,6 +1205,7 @@ class Checker:
                     open_grid(_open_key(keys, sub.person_id, snap), perm)
                 except Exception as exc:  # reported below
                     half.append(f"subscription {sub.id}: terms do not open: {exc}")
+            self._history_follows_on(sub, snap.history.get(sub.id, []), keys, snap)
             if sub.status == "revoked":
                 live = [t for t in snap.tokens.get(sub.id, []) if t.revoked_at is None]
                 if live:
@@ -1230,6 +1241,38 @@ class Checker:
             if event.person_ref and event.person_ref not in snap.persons:
                 half.append(f"event {event.seq} is about person {event.person_ref}, "
                             "who does not exist")
+
+
+    def _history_follows_on(self, sub: Any, kept: list[Any], keys: Any,
+                            snap: Snapshot) -> None:
+        """The kept states and the current one follow each other without a gap.
+
+        A change that committed without the state it replaced (or the other
+        way round) leaves a gap or an overlap; nothing is pruned in a run.
+        Kept records of a person still there open with their data key.
+        """
+        from vault.services.terms_history import open_record
+
+        half = self.tally.half_applied
+        moments = [sub.created_at]
+        for state in kept:
+            moments += [state.valid_from, state.valid_until]
+        moments.append(sub.terms_since)
+        for left, right in zip(moments[::2], moments[1::2], strict=True):
+            if left != right:
+                half.append(f"subscription {sub.id}: terms history breaks off at {left}, "
+                            f"goes on at {right}")
+                break
+        if sub.person_id not in snap.keys:
+            return
+        for state in kept:
+            if state.status == "active" and state.terms is not None:
+                try:
+                    open_record(_open_key(keys, sub.person_id, snap), sub.id, state.id,
+                                bytes(state.terms))
+                except Exception as exc:  # reported below
+                    half.append(f"subscription {sub.id}: kept terms {state.id} do not open: "
+                                f"{exc!r}")
 
 
 def _open_key(keys: Any, person_id: str, snap: Snapshot) -> Any:

@@ -9,6 +9,7 @@ or another merchant's subscription.
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,7 @@ from flask.testing import FlaskClient
 
 from vault.clock import FixedClock
 from vault.extensions import Runtime
+from vault.openapi import build_spec
 
 CONTACTS = f"{API}/contacts"
 DECISIONS = f"{API}/decisions"
@@ -119,9 +121,13 @@ def test_a_contact_after_revocation_is_a_violation(vault: Vault) -> None:
 
 
 def test_contacts_count_toward_the_weekly_cap(vault: Vault) -> None:
-    merchant, headers = merchant_with_token(vault)
+    # The cap is set three days back, so both contacts below are judged under it.
+    vault.clock.set(START - timedelta(days=3))
+    merchant, _ = merchant_with_token(vault)
     sub = subscribe(vault.runtime, merchant)
     set_permission(vault.runtime, sub, "email", "offers", max_per_week=2)
+    vault.clock.set(START)
+    headers = token_header(vault.client, merchant)
 
     first = report(vault, headers, sub.subject, at=(START - timedelta(days=2)).isoformat())
     second = report(vault, headers, sub.subject)
@@ -154,6 +160,36 @@ def test_a_contact_with_an_unknown_or_foreign_subject_is_404_and_writes_nothing(
     assert_problem(foreign, 404, "not-found", "subject")
     assert unknown.get_json() == foreign.get_json()
     assert row_counts(vault.runtime) == before
+
+
+def test_a_quoted_decision_must_be_this_shops_answer_about_this_contact(vault: Vault) -> None:
+    merchant, headers = merchant_with_token(vault, "Shop A")
+    _, other_headers = merchant_with_token(vault, "Shop B")
+    sub, second = subscribe(vault.runtime, merchant), subscribe(vault.runtime, merchant)
+
+    def ask(subject: str, asking: dict[str, str], purpose: str = "offers") -> str:
+        return str(vault.client.post(DECISIONS, json={
+            "subject": subject, "channel": "email", "purpose": purpose},
+            headers=asking).get_json()["decision_id"])
+
+    quoted = {
+        # Shop B asking about Shop A's subject: same subject, channel and purpose.
+        "another shop's": ask(sub.subject, other_headers),
+        "another person's": ask(second.subject, headers),
+        "another purpose's": ask(sub.subject, headers, purpose="surveys"),
+        "a made-up": "d" * 32,
+    }
+    before = row_counts(vault.runtime)
+    answers = {name: report(vault, headers, sub.subject, decision_id=decision_id)
+               for name, decision_id in quoted.items()}
+
+    for name, answer in answers.items():
+        assert answer.status_code == 400, name
+        assert_problem(answer, 400, "invalid-request", "decision_id")
+    assert answers["another shop's"].get_json() == answers["a made-up"].get_json()
+    assert row_counts(vault.runtime) == before
+    own = report(vault, headers, sub.subject, decision_id=ask(sub.subject, headers))
+    assert own.status_code == 201
 
 
 @pytest.mark.parametrize(("extra", "status", "field"), [
@@ -334,3 +370,22 @@ def test_a_retried_report_with_the_same_idempotency_key_is_recorded_once(
                               headers={**headers, "Idempotency-Key": "order-43-mail"})
     assert fresh.status_code == 201
     assert row_counts(vault.runtime)["contact_event"] == before + 2
+
+
+def test_the_documented_idempotency_key_is_the_one_the_vault_takes(vault: Vault) -> None:
+    """The OpenAPI document once allowed any string up to 255 characters, so a fuzzer's
+    empty or spaced key was refused although the document promised it would be taken."""
+    merchant, headers = merchant_with_token(vault)
+    sub = subscribe(vault.runtime, merchant)
+    (documented,) = [parameter["schema"] for parameter in
+                     build_spec(vault.app)["paths"][CONTACTS]["post"]["parameters"]
+                     if parameter["name"] == "Idempotency-Key"]
+    pattern = re.compile(documented.get("pattern", ""))
+    outcomes = set()
+    for key in ("", "order 42", "order-42\t", "é-42", "x" * 256, "!", "order-42~mail", "x" * 255):
+        allowed = (documented.get("minLength", 0) <= len(key) <= documented["maxLength"]
+                   and pattern.search(key) is not None)
+        response = report(vault, {**headers, "Idempotency-Key": key}, sub.subject)
+        assert response.status_code == (201 if allowed else 400), (key, response.get_json())
+        outcomes.add(allowed)
+    assert outcomes == {True, False}

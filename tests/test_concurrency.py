@@ -456,6 +456,7 @@ def _in_a_process(settings: Settings, keyring_path: str, person_id: str, subscri
             if change is None:
                 subscription_service.revoke(session, person_id=person_id,
                                             subscription_id=subscription_id,
+                                            data_keys=runtime.data_keys,
                                             clock=runtime.clock)
             else:
                 subscription_service.set_permission(

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -133,8 +134,10 @@ def healthy(runtime: Runtime, crash_safety: ModuleType, database_url: str) -> It
     cs = crash_safety
     merchant = register_merchant(runtime)
     kept = subscribe(runtime, merchant, scope="contact:email:offers contact:sms:service")
+    runtime.clock.advance(timedelta(hours=1))  # so the grant's terms are kept in the history
     set_permission(runtime, kept, "email", "offers", allowed=True, max_per_week=3)
     revoked = subscribe(runtime, merchant)
+    runtime.clock.advance(timedelta(hours=1))
     revoke(runtime, revoked)
     gone = subscribe(runtime, merchant)
     erase(runtime, gone.person_id)
@@ -184,6 +187,12 @@ class _FakeWorkspace:
 def test_the_check_passes_a_healthy_vault(healthy: Healthy) -> None:
     tally = healthy.check()
     assert (tally.lost, tally.half_applied, tally.damaged) == ([], [], [])
+    # The changes it checks did keep the states they replaced.
+    for sub in (healthy.kept, healthy.revoked):
+        with healthy.runtime.database.read() as session:
+            assert session.connection().execute(text(
+                "SELECT count(*) FROM terms_history WHERE subscription_id = :id"),
+                {"id": sub.subscription_id}).scalar_one() == 1
 
 
 def _revoke_without_event(h: Healthy) -> None:
@@ -233,6 +242,15 @@ def _webhook_lost(h: Healthy) -> None:
           "'subscription.revoked'", subject=h.revoked.subject)
 
 
+def _change_without_its_history(h: Healthy) -> None:
+    h.sql("DELETE FROM terms_history WHERE subscription_id = :id", id=h.kept.subscription_id)
+
+
+def _history_without_its_change(h: Healthy) -> None:
+    h.sql("UPDATE subscription SET terms_since = created_at WHERE id = :id",
+          id=h.revoked.subscription_id)
+
+
 def _key_under_a_lost_kek(h: Healthy) -> None:
     h.sql("UPDATE person_key SET kek_id = 'kek-gone' WHERE person_id = :id",
           id=h.kept.person_id)
@@ -246,6 +264,8 @@ DAMAGE: dict[str, tuple[Callable[[Healthy], None], str]] = {
     "erasure-half-done": (_erasure_half_done, "half_applied"),
     "webhook-lost": (_webhook_lost, "half_applied"),
     "key-under-a-lost-kek": (_key_under_a_lost_kek, "half_applied"),
+    "change-without-its-history": (_change_without_its_history, "half_applied"),
+    "history-without-its-change": (_history_without_its_change, "half_applied"),
     "tampered-event": (_tampered_event, "damaged"),
     "acknowledged-change-lost": (_acknowledged_change_lost, "lost"),
 }

@@ -6,6 +6,7 @@ import json
 import logging
 import sqlite3
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from vault.models import (
     PersonKey,
     Profile,
     Subscription,
+    TermsHistory,
     WebhookOutbox,
 )
 from vault.models.subscription import ACTIVE, ERASED
@@ -35,6 +37,8 @@ from vault.services.accounts import AccountService, PersonProfile, open_profile
 from vault.services.audit import AuditTag, check_log
 from vault.services.keys import DataKeys, retire_keks, rotate_keks
 from vault.services.merchants import find_client, register_client
+from vault.services.rules import set_rules
+from vault.services.terms_history import open_record as open_kept_terms
 
 
 @dataclass(frozen=True)
@@ -388,7 +392,8 @@ def test_the_database_never_holds_a_profile_value_in_clear(
         parts: list[str] = []
         with runtime.database.read() as session:
             for model in (Person, PersonKey, Profile, GlobalRules, Subscription,
-                          ContactPermission, WebhookOutbox, AuditEvent, Merchant):
+                          ContactPermission, TermsHistory, WebhookOutbox, AuditEvent,
+                          Merchant):
                 for row in session.exec(select(model)):
                     parts.append(repr(row.model_dump()))
         return "\n".join(parts)
@@ -407,3 +412,40 @@ def test_the_database_never_holds_a_profile_value_in_clear(
     _erase(runtime, world.target.person_id)
     after = dump()
     assert not [c for c in canaries if c in after]
+
+
+def test_the_history_of_terms_is_kept_but_no_key_left_opens_it(
+    runtime: Runtime, world: World
+) -> None:
+    target = world.target.person_id
+    for rules in ({"channels_off": ["sms"]}, {"channels_off": ["post"]}):
+        runtime.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+        with runtime.database.write() as session:
+            set_rules(session, target, rules, data_keys=runtime.data_keys, clock=runtime.clock)
+    runtime.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    with runtime.database.read() as session:
+        key_before = runtime.data_keys.for_person(session, target)
+
+    _erase(runtime, target)
+
+    sub_id = world.subscriptions[target]
+    with runtime.database.read() as session:
+        kept = session.exec(select(TermsHistory).where(TermsHistory.subscription_id == sub_id)
+                            .order_by(TermsHistory.valid_from)).all()
+        left = session.exec(select(PersonKey)).all()
+        sub = session.get(Subscription, sub_id)
+    # The intervals and statuses stay (no personal data); the records are sealed.
+    assert [k.status for k in kept] == ["active", "active"]
+    assert sub is not None and sub.terms_since == kept[-1].valid_until == runtime.clock.now()
+    assert sub.terms is None and sub.wrapped_key is None
+    accounts = _fresh_accounts(runtime)
+    assert {k.person_id for k in left} == {m.person_id for m in world.others}
+    for each in kept:
+        assert each.terms is not None
+        for key_row in left:
+            key = accounts.data_keys.open(key_row.person_id, key_row.kek_id,
+                                          bytes(key_row.wrapped))
+            with pytest.raises(DecryptionError):
+                open_kept_terms(key, sub_id, each.id, bytes(each.terms))
+        # Only the shredded key opened them.
+        open_kept_terms(key_before, sub_id, each.id, bytes(each.terms))

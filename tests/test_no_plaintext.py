@@ -16,17 +16,22 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 from sqlalchemy.engine import make_url
+from sqlmodel import select
 
 from vault.errors import AuthenticationFailed
 from vault.extensions import Runtime
+from vault.models import Merchant, TermsHistory
 from vault.services.accounts import PersonProfile
-from vault.services.merchants import register_client
+from vault.services.merchants import find_client, register_client
 from vault.services.rules import set_rules
+from vault.services.scopes import PersonGrant
+from vault.services.subscriptions import grant
 
 PG_DUMP = shutil.which("pg_dump") or "/usr/bin/pg_dump"
 
@@ -128,6 +133,7 @@ def _pg_dump(postgres: PostgresDatabase) -> dict[str, bytes]:
         capture_output=True, check=True, timeout=120,
     )
     assert b"CREATE TABLE public.profile" in result.stdout
+    assert b"CREATE TABLE public.terms_history" in result.stdout
     return {"pg_dump": result.stdout}
 
 
@@ -180,6 +186,19 @@ def _seed(runtime: Runtime) -> tuple[list[str], list[str]]:
                                          new=new_password)
     planted.append(new_password)
 
+    # Each person subscribes to a shop; the rules below replace the terms of that
+    # subscription, and the replaced terms go to the history (another table to search).
+    with runtime.database.write() as session:
+        issued = register_client(session, clock=runtime.clock, name="Seed Shop",
+                                 redirect_uris=["https://shop.example/callback"])
+        shop = session.get(Merchant, find_client(session, issued.client_id).id)
+        assert shop is not None
+        granted = PersonGrant.parse("contact:email:offers profile:email profile:name")
+        for person_id in ids:
+            grant(session, person_id=person_id, merchant=shop, granted=granted,
+                  requested=granted, data_keys=runtime.data_keys, clock=runtime.clock)
+    runtime.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+
     rules = {"blocked": [{"channel": "sms", "purpose": "*"}, {"purpose": "offers"}],
              "channels_off": ["post"], "quiet_hours": {"start": "22:00", "end": "07:00"}}
     for person_id in ids:
@@ -215,6 +234,10 @@ def test_no_personal_value_is_stored_in_clear(
     planted, live = _seed(runtime)
     control = _register_control(runtime)
     assert len(set(planted)) == len(planted) > 30
+    with runtime.database.read() as session:
+        kept = session.exec(select(TermsHistory)).all()
+    # Every person's replaced terms (the erased person's too) are in the history.
+    assert len(kept) == len(live) + 1 and all(k.terms for k in kept)
 
     stored = _at_rest(runtime, postgres)
 

@@ -95,7 +95,7 @@ def _init(settings: Settings) -> dict[str, object]:
         except KeyRingError:
             KeyRing.load(settings.keyring_path)  # another init won the race: keep its ring
             created = False
-    upgrade(settings.database_url)
+    upgrade(settings.database_url, keyring=KeyRing.load(settings.keyring_path))
     return {"keyring": str(settings.keyring_path), "keyring_created": created,
             "database": _redact(settings.database_url)}
 
@@ -126,7 +126,9 @@ def db() -> None:
 def db_upgrade(as_json: bool) -> None:
     """Apply every pending migration."""
     settings = _settings()
-    upgrade(settings.database_url)
+    # Data migrations that open sealed records need the ring; a new vault has none yet.
+    ring = KeyRing.load(settings.keyring_path) if settings.keyring_path.exists() else None
+    upgrade(settings.database_url, keyring=ring)
     _emit(as_json, {"database": _redact(settings.database_url), "status": "up to date"},
           [f"database: {_redact(settings.database_url)} (up to date)"])
 
@@ -468,6 +470,10 @@ def _print_issued(issued: merchant_service.IssuedClient, as_json: bool) -> None:
     _emit(as_json, data, [*lines, "The secret is shown only now; store it safely."])
 
 
+#: seconds between two prunings of the history of terms by ``prefvault worker``
+_PRUNE_INTERVAL_S = 3600.0
+
+
 @cli.command()
 @click.option("--once", is_flag=True, help="Deliver what is due now, then stop.")
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600),
@@ -480,6 +486,8 @@ def worker(once: bool, interval: float, max_attempts: int, as_json: bool) -> Non
     Every VAULT_CHECKPOINT_INTERVAL_S seconds (and once at start) it also signs a
     tree head of the consent log. A refused checkpoint (the log does not extend
     what was signed) is logged as critical each time and makes the exit status 1.
+    Once at start and then every hour it deletes the history of terms no contact
+    report may still be about (older than the 31-day reporting window and a day).
     """
     import signal
     import time
@@ -487,6 +495,7 @@ def worker(once: bool, interval: float, max_attempts: int, as_json: bool) -> Non
     import httpx
 
     from vault.errors import LogIntegrityError
+    from vault.services.terms_history import prune
     from vault.services.tree_heads import PeriodicCheckpoints
     from vault.services.webhooks import DeliveryReport, deliver_due
 
@@ -502,6 +511,7 @@ def worker(once: bool, interval: float, max_attempts: int, as_json: bool) -> Non
     checkpoints = PeriodicCheckpoints(runtime.settings.checkpoint_interval_s)
     tree_size: int | None = None
     refused = False
+    pruned, next_prune = 0, time.monotonic()
     with httpx.Client(timeout=10.0, follow_redirects=False) as http:
 
         def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -519,13 +529,16 @@ def worker(once: bool, interval: float, max_attempts: int, as_json: bool) -> Non
                 refused = True  # the service has logged why, as critical, on stderr
             else:
                 tree_size = head.tree_size if head is not None else tree_size
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + _PRUNE_INTERVAL_S
+                pruned += prune(runtime.database, now=runtime.clock.now())
             if once or stop["now"]:
                 break
             time.sleep(interval)
     checkpointed = "" if tree_size is None else f", tree head at {tree_size} events"
-    _emit(as_json, {**asdict(total), "tree_size": tree_size}, [
+    _emit(as_json, {**asdict(total), "tree_size": tree_size, "history_pruned": pruned}, [
         f"delivered {total.delivered}, retried {total.retried}, failed {total.failed}, "
-        f"skipped {total.skipped}{checkpointed}"])
+        f"skipped {total.skipped}{checkpointed}, {pruned} past terms pruned"])
     if refused:
         raise click.exceptions.Exit(EXIT_FAILURE)
 

@@ -71,6 +71,15 @@ def _pyformat(sql: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql)
 
 
+#: lines of text that need no escaping inside a quoted array element (subjects and ids)
+_PLAIN_ELEMENTS = re.compile(r"[A-Za-z0-9._~-]*(?:\n[A-Za-z0-9._~-]*)*")
+
+
+def _quoted_element(value: str) -> str:
+    """One element of a PostgreSQL array literal, quoted so any text stays itself."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class Driver:
     """A pooled driver-level (PEP 249) connection and its dialect.
 
@@ -117,11 +126,19 @@ class Driver:
         finally:
             cursor.close()
 
-    def many(self, values: Sequence[str]) -> object:
-        """A list parameter: JSON text for ``json_each`` (SQLite), an array (PostgreSQL)."""
+    def many(self, values: Sequence[str]) -> str:
+        """A list parameter as one text: JSON for ``json_each`` (SQLite), an array literal
+        for ``CAST(… AS text[])`` (PostgreSQL).
+
+        One text instead of a driver-built array: psycopg quotes each element of a
+        list on its own, which for a campaign's 10,000 subjects cost more than
+        PostgreSQL took to find them.
+        """
         if self.dialect == "sqlite":
             return json.dumps(list(values))
-        return list(values)
+        if values and _PLAIN_ELEMENTS.fullmatch("\n".join(values)):
+            return '{"' + '","'.join(values) + '"}'
+        return "{" + ",".join(_quoted_element(value) for value in values) + "}"
 
     def stamp(self, moment: datetime) -> object:
         """A UTC time as the column stores it (SQLite: naive text, as SQLAlchemy writes it)."""

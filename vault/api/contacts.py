@@ -9,7 +9,7 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from vault.api.auth import current_merchant, merchant_required
-from vault.api.docs import json_body, problems
+from vault.api.docs import json_body, link, links, problems, response_value
 from vault.api.schemas import ContactRequestSchema, ContactSchema
 from vault.extensions import runtime
 from vault.services import contacting, idempotency
@@ -23,12 +23,18 @@ blp = Blueprint("contacts", __name__, description="Report the contacts you made"
 @json_body
 @blp.arguments(ContactRequestSchema)
 @blp.response(201, ContactSchema)
-@blp.doc(security=[{"oauth2": ["contacts:write"]}], parameters=[{
+@blp.doc(security=[{"oauth2": ["contacts:write"]}], operationId="reportContact", parameters=[{
     "in": "header", "name": "Idempotency-Key", "required": False,
     "description": "Send the same key when retrying: the contact is recorded once and the "
                    "first answer is repeated (kept 24 hours). Reusing a key for another "
-                   "body is refused.",
-    "schema": {"type": "string", "maxLength": 255}}])
+                   "body is refused. 1 to 255 visible ASCII characters (no spaces).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+               "pattern": idempotency.KEY_PATTERN.pattern}}])
+@links(201, subscription=link(
+    "getSubscription", "The subscription of the person contacted",
+    parameters={"path.subject": response_value("/subject")}), decision=link(
+    "askDecision", "May this person be reached again (the contact counts toward the limit)?",
+    body={name: response_value(f"/{name}") for name in ("subject", "channel", "purpose")}))
 @problems(blp, 400, 401, 403, 404, 413, 415)
 def report_contact(body: dict[str, object]) -> dict[str, object]:
     """Record a contact. It counts toward `max_per_week`; one made when the person did

@@ -15,8 +15,9 @@ answers and the same evidence.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import wraps
 
@@ -26,7 +27,7 @@ from flask.sansio.blueprints import BlueprintSetupState
 from flask_smorest import Blueprint
 
 from vault.api.auth import current_merchant, merchant_required, quick_client_id
-from vault.api.docs import json_body, problems
+from vault.api.docs import json_body, link, links, problems, response_value
 from vault.api.schemas import (
     MAX_BATCH,
     BatchRequestSchema,
@@ -34,7 +35,8 @@ from vault.api.schemas import (
     DecisionRequestSchema,
     DecisionSchema,
 )
-from vault.extensions import runtime
+from vault.db import Driver
+from vault.extensions import Runtime, runtime
 from vault.models.merchant import MERCHANT
 from vault.services import contacting
 from vault.services.contacting import BatchEvidence, DecisionResult
@@ -47,6 +49,12 @@ SECURITY = [{"oauth2": ["decisions"]}]
 SCOPE = "decisions"
 
 
+def _subject_link(pointer: str) -> dict[str, object]:
+    """The subscription of the subject answered about (a 404 when there is none)."""
+    return link("getSubscription", "The subscription of this subject",
+                parameters={"path.subject": response_value(pointer)})
+
+
 # The token is checked before the body is read: a caller without one learns nothing.
 @blp.route("/decisions", methods=["POST"])
 @reads_only
@@ -54,7 +62,11 @@ SCOPE = "decisions"
 @json_body
 @blp.arguments(DecisionRequestSchema)
 @blp.response(200, DecisionSchema)
-@blp.doc(security=SECURITY)
+@blp.doc(security=SECURITY, operationId="askDecision")
+@links(200, subscription=_subject_link("/subject"),
+       contact=link("reportContact", "Report the contact this decision was asked for", body={
+           name: response_value(f"/{name}")
+           for name in ("subject", "channel", "purpose", "decision_id")}))
 @problems(blp, 400, 401, 403, 413, 415)
 def ask_decision(body: dict[str, object]) -> dict[str, object]:
     """Ask whether a person may be reached over a channel for a purpose.
@@ -80,7 +92,10 @@ def ask_decision(body: dict[str, object]) -> dict[str, object]:
 @json_body
 @blp.arguments(BatchRequestSchema)
 @blp.response(200, BatchResponseSchema)
-@blp.doc(security=SECURITY)
+@blp.doc(security=SECURITY, operationId="askDecisionBatch")
+@links(200, subscription=_subject_link("/results/0/subject"),
+       decision=link("askDecision", "Ask again about one subject of the batch",
+                     body={"subject": response_value("/results/0/subject")}))
 @problems(blp, 400, 401, 403, 413, 415)
 def ask_batch(body: dict[str, object]) -> Response:
     """Ask for up to 10,000 subjects at once (a campaign); results in input order."""
@@ -156,26 +171,51 @@ def _moment(body: Mapping[str, object], field: ma.fields.Field) -> tuple[bool, d
         return False, None
 
 
-def _quick_decision() -> Response | None:
-    """``ask_decision`` for a merchant's token and a well-formed body; None otherwise."""
+@dataclass(frozen=True, slots=True)
+class _QuickCall:
+    """What the quick path needs of a request it may answer."""
+
+    rt: Runtime
+    db: Driver
+    merchant_id: str
+    body: dict[str, object]
+
+
+@contextmanager
+def _quick_call(keys: frozenset[str]) -> Iterator[_QuickCall | None]:
+    """A merchant's valid token and a JSON object with only ``keys``, or None.
+
+    Open for the whole answer: the database driver it holds reads the terms
+    and keeps the evidence.
+    """
     if not request.is_json:
-        return None
+        yield None
+        return
     rt = runtime()
     with rt.database.driver() as db:
         merchant_id = quick_client_id(db, kind=MERCHANT, scope=SCOPE, now=rt.clock.now())
-        if merchant_id is None:
+        body = request.get_json(silent=True) if merchant_id is not None else None
+        if merchant_id is None or type(body) is not dict or not body.keys() <= keys:
+            yield None
+        else:
+            yield _QuickCall(rt, db, merchant_id, body)
+
+
+def _quick_decision() -> Response | None:
+    """``ask_decision`` for a merchant's token and a well-formed body; None otherwise."""
+    with _quick_call(_DECISION_KEYS) as call:
+        if call is None:
             return None
-        body = request.get_json(silent=True)
-        if type(body) is not dict or not body.keys() <= _DECISION_KEYS:
-            return None
+        body, rt, db = call.body, call.rt, call.db
         subject, channel, purpose = body.get("subject"), body.get("channel"), body.get("purpose")
         parsed, at = _moment(body, _AT_FIELD)
         if (not parsed or type(subject) is not str or not _ONE_SUBJECT.fullmatch(subject)
                 or channel not in CHANNELS or purpose not in PURPOSES):
             return None
         result, evidence = contacting.answer(
-            db, merchant_id=merchant_id, subject=subject, channel=channel,  # type: ignore[arg-type]
-            purpose=purpose, at=at, data_keys=rt.data_keys, clock=rt.clock)  # type: ignore[arg-type]
+            db, merchant_id=call.merchant_id, subject=subject,
+            channel=channel, purpose=purpose,  # type: ignore[arg-type]
+            at=at, data_keys=rt.data_keys, clock=rt.clock)
         with db.writing() as writer:
             contacting.keep(writer, evidence)
     return current_app.json.response(_decision_document(result))
@@ -183,24 +223,19 @@ def _quick_decision() -> Response | None:
 
 def _quick_batch() -> Response | None:
     """``ask_batch`` for a merchant's token and a well-formed body; None otherwise."""
-    if not request.is_json:
-        return None
-    rt = runtime()
-    with rt.database.driver() as db:
-        merchant_id = quick_client_id(db, kind=MERCHANT, scope=SCOPE, now=rt.clock.now())
-        if merchant_id is None:
+    with _quick_call(_BATCH_KEYS) as call:
+        if call is None:
             return None
-        body = request.get_json(silent=True)
-        if type(body) is not dict or not body.keys() <= _BATCH_KEYS:
-            return None
+        body, rt, db = call.body, call.rt, call.db
         channel, purpose = body.get("channel"), body.get("purpose")
         subjects = _subjects(body.get("subjects"))
         parsed, at = _moment(body, _BATCH_AT_FIELD)
         if not parsed or subjects is None or channel not in CHANNELS or purpose not in PURPOSES:
             return None
         batch = contacting.answer_batch(
-            db, merchant_id=merchant_id, subjects=subjects, channel=channel,  # type: ignore[arg-type]
-            purpose=purpose, at=at, data_keys=rt.data_keys, clock=rt.clock)  # type: ignore[arg-type]
+            db, merchant_id=call.merchant_id, subjects=subjects,
+            channel=channel, purpose=purpose,  # type: ignore[arg-type]
+            at=at, data_keys=rt.data_keys, clock=rt.clock)
         with db.writing() as writer:
             contacting.keep(writer, batch)
     return _batch_response(batch)

@@ -7,7 +7,7 @@ import re
 from flask_smorest import Blueprint
 
 from vault.api.auth import current_merchant, merchant_required
-from vault.api.docs import problems
+from vault.api.docs import link, links, problems, response_value
 from vault.api.schemas import (
     IDENTIFIER,
     PageQuerySchema,
@@ -25,11 +25,36 @@ blp = Blueprint("subscriptions", __name__, description="The people subscribed to
 SECURITY = [{"oauth2": ["subscriptions:read"]}]
 
 
+def _subscription_links(at: str) -> dict[str, dict[str, object]]:
+    """What a subscription (at JSON pointer ``at`` of a response) leads to.
+
+    Its subject is the one to get a receipt for, ask about and report a
+    contact with. Only the subject is linked: a revoked or erased
+    subscription has no permissions to take a channel or purpose from.
+    """
+    subject = response_value(f"{at}/subject")
+    return {
+        "receipt": link("getReceipt", "Its signed consent receipt",
+                        parameters={"path.subject": subject}),
+        "decision": link("askDecision", "May this person be reached?",
+                         body={"subject": subject}),
+        "contact": link("reportContact", "Report a contact with this person",
+                        body={"subject": subject}),
+    }
+
+
 @blp.route("/subscriptions", methods=["GET"])
 @merchant_required("subscriptions:read")
 @blp.arguments(PageQuerySchema, location="query")
 @blp.response(200, SubscriptionPageSchema)
-@blp.doc(security=SECURITY)
+@blp.doc(security=SECURITY, operationId="listSubscriptions")
+@links(200, **_subscription_links("/items/0"),
+       subscription=link("getSubscription", "The first subscription of the page",
+                         parameters={"path.subject": response_value("/items/0/subject")}),
+       next_page=link("listSubscriptions", "The next page, while `next_cursor` is not null",
+                     parameters={"query.cursor": response_value("/next_cursor")}),
+       batch=link("askDecisionBatch", "A batch of decisions that asks about the first subject",
+                  body={"subjects": [response_value("/items/0/subject")]}))
 @problems(blp, 400, 401, 403)
 def list_subscriptions(query: dict[str, object]) -> dict[str, object]:
     """Your subscriptions, oldest first; follow `next_cursor` until it is null."""
@@ -42,7 +67,8 @@ def list_subscriptions(query: dict[str, object]) -> dict[str, object]:
 @blp.route("/subscriptions/<string:subject>", methods=["GET"])
 @merchant_required("subscriptions:read")
 @blp.response(200, SubscriptionSchema)
-@blp.doc(security=SECURITY)
+@blp.doc(security=SECURITY, operationId="getSubscription")
+@links(200, **_subscription_links(""))
 @problems(blp, 401, 403, 404)
 def get_subscription(subject: str) -> dict[str, object]:
     """One subscription, with the permissions and shared fields the person granted."""
@@ -54,7 +80,9 @@ def get_subscription(subject: str) -> dict[str, object]:
 @blp.route("/subscriptions/<string:subject>/receipt", methods=["GET"])
 @merchant_required("subscriptions:read")
 @blp.response(200, ReceiptSchema)
-@blp.doc(security=SECURITY)
+@blp.doc(security=SECURITY, operationId="getReceipt")
+@links(200, subscription=link("getSubscription", "The subscription the receipt is for",
+                              parameters={"path.subject": response_value("/subject")}))
 @problems(blp, 401, 403, 404, 500, descriptions={500: (
     "The consent log does not hold this state as signed: no receipt is issued "
     "(problem type log-integrity)")})

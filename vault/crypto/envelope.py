@@ -18,6 +18,7 @@ keys and never touches the data they protect.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
@@ -110,3 +111,38 @@ def wrap_key(kek: bytes, kek_id: str, owner_id: str, data_key: bytes) -> bytes:
 def unwrap_key(kek: bytes, kek_id: str, owner_id: str, wrapped: bytes) -> bytes:
     """Open a wrapped data key; ``DecryptionError`` if it is not this owner's."""
     return _open(_kek_cipher(kek), wrapped, field_aad("data_key", owner_id, kek_id))
+
+
+
+def sealed_field_opener(kek: bytes, kek_id: str, *, table: str,
+                        field: str) -> Callable[[str, bytes, str, bytes], bytes]:
+    """``open(owner_id, wrapped, row_id, sealed)``: one field's plaintext, key unwrapped on the way.
+
+    The same checks as ``unwrap_key`` then ``DataKey.decrypt``, for a
+    campaign that opens one field of 100,000 rows, each sealed with another
+    person's key: the KEK's cipher and the fixed parts of both AADs are
+    prepared once, and no ``DataKey`` is kept.
+    """
+    cipher = _kek_cipher(kek)
+    key_head, key_tail = _aad_ends("data_key", kek_id)
+    head, tail = _aad_ends(table, field)
+    version = FORMAT_VERSION[0]
+
+    def open_field(owner_id: str, wrapped: bytes, row_id: str, sealed: bytes) -> bytes:
+        if "\x00" in owner_id or "\x00" in row_id:
+            raise ValueError("AAD parts may not contain NUL")
+        if (len(wrapped) < _SHORTEST or wrapped[0] != version or len(sealed) < _SHORTEST
+                or sealed[0] != version):
+            raise DecryptionError()
+        try:
+            key = cipher.decrypt(wrapped[1:_BODY], wrapped[_BODY:],
+                                 key_head + owner_id.encode() + key_tail)
+            if len(key) != KEY_BYTES:
+                raise DecryptionError()
+            return AESGCM(key).decrypt(sealed[1:_BODY], sealed[_BODY:],
+                                       head + row_id.encode() + tail)
+        except InvalidTag:
+            raise DecryptionError() from None
+
+    return open_field
+

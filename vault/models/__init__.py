@@ -16,6 +16,7 @@ from vault.models.oauth import AuthorizationCode, OAuthToken
 from vault.models.outbox import WebhookAttempt, WebhookOutbox
 from vault.models.person import GlobalRules, Person, PersonKey, Profile
 from vault.models.subscription import ContactPermission, Subscription
+from vault.models.terms_history import TermsHistory
 from vault.models.tree_head import AuditTreeNode, SignedTreeHead
 
 metadata = SQLModel.metadata
@@ -38,6 +39,7 @@ __all__ = [
     "Profile",
     "SignedTreeHead",
     "Subscription",
+    "TermsHistory",
     "WebhookAttempt",
     "WebhookOutbox",
     "metadata",

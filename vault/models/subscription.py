@@ -20,6 +20,19 @@ class Subscription(SQLModel, table=True):
     ``subject`` is the pairwise id the merchant knows the person by: random,
     different for every merchant. ``shared_fields`` (which profile fields the
     grant shares) is sealed with the person's data key.
+
+    ``terms`` is everything a decision reads about this subscription (the
+    permission grid, the person's global rules, time zone and channel order,
+    the shared fields), sealed as one record with the person's data key and
+    rewritten in the transaction of every change to any of them (see
+    ``vault.services.terms``). Beside it, ``wrapped_key`` and ``key_kek_id``
+    are a copy of the person's wrapped data key (``PersonKey``), so a campaign
+    reads one row per subject and unwraps and opens once. The copy is rewrapped
+    with the original on every KEK rotation and deleted with it on erasure.
+
+    ``terms_since`` is when the current state (these terms, or the status when
+    the subscription is not active) took force; the states before it are kept
+    in ``terms_history`` so a contact is judged by the terms of its moment.
     """
 
     __tablename__ = "subscription"
@@ -35,6 +48,10 @@ class Subscription(SQLModel, table=True):
     subject: str = Field(max_length=64, unique=True, index=True)
     status: str = Field(default=ACTIVE, max_length=16)
     shared_fields: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    terms: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    key_kek_id: str | None = Field(default=None, max_length=64)
+    wrapped_key: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    terms_since: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))

@@ -30,7 +30,9 @@ from vault.models import (
 )
 from vault.models.subscription import ACTIVE, ERASED
 from vault.models.types import new_id
+from vault.services import terms
 from vault.services.audit import AuditTag, record_event
+from vault.services.decisions import DEFAULT_TIME_ZONE
 from vault.services.keys import DataKeys
 from vault.services.outbox import queue_webhook
 from vault.services.rules import create_default_rules
@@ -48,7 +50,6 @@ from vault.vocabulary import CHANNELS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIME_ZONE = "Europe/Amsterdam"
 _TABLE = "profile"
 
 
@@ -283,6 +284,8 @@ class AccountService:
             setattr(row, name, _seal_field(key, person_id, name, cleaned[name]))
         row.updated_at = self.clock.now()
         session.add(row)
+        if {"time_zone", "channel_order"} & set(changed):
+            terms.refresh(session, person_id, data_keys=self.data_keys, now=row.updated_at)
         record_event(session, clock=self.clock, tag=AuditTag.PERSON_PROFILE_UPDATED,
                      actor=f"person:{person_id}", person_ref=person_id,
                      data={"fields": changed})
@@ -320,17 +323,20 @@ class AccountService:
         person = self._person(session, person_id)
         now = self.clock.now()
         subscriptions = session.exec(
-            select(Subscription).where(Subscription.person_id == person_id).with_for_update()
+            select(Subscription).where(Subscription.person_id == person_id)
+            .order_by(Subscription.id).with_for_update()
         ).all()
         notified = 0
+        key = self.data_keys.for_person(session, person_id)
         for sub in subscriptions:
             if sub.status == ACTIVE:
                 queue_webhook(session, clock=self.clock, merchant_id=sub.merchant_id,
                               event_type="subscription.revoked", subject=sub.subject,
                               data={"status": ERASED})
                 notified += 1
-            sub.status = ERASED
             sub.shared_fields = None
+            # Kept in the history sealed with the key shredded below: unreadable from then on.
+            terms.end(session, sub, ERASED, key=key, now=now)
             sub.revoked_at = sub.revoked_at or now
             sub.updated_at = now
             session.add(sub)

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlmodel import Session
 
 from vault.clock import Clock
 from vault.db import Driver
 from vault.errors import NotFound, ValidationFailed
-from vault.models import ContactEvent
+from vault.models import ContactEvent, Decision
 from vault.models.types import new_id
 from vault.services import decision_store
 from vault.services.audit import AuditTag, record_event
 from vault.services.decisions import UNKNOWN_SUBJECT, Verdict, alternatives, evaluate
 from vault.services.keys import DataKeys
+from vault.services.terms_history import REPORT_WINDOW
 
 #: how far from now a merchant may ask about
 ASK_HORIZON = timedelta(days=366)
@@ -95,6 +96,8 @@ class BatchEvidence:
     decided_at: datetime
     subjects: list[str]
     verdicts: list[Verdict]
+    #: ``results_json`` already written, by the ``moment`` it was written with (None: any)
+    _written: dict[object, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def results(self) -> list[dict[str, object]]:
@@ -104,8 +107,19 @@ class BatchEvidence:
                 for subject, verdict in zip(self.subjects, self.verdicts, strict=True)]
 
     def results_json(self, moment: Callable[[datetime], str] = str) -> str:
-        """``results`` as compact JSON, times written by ``moment`` (see ``results_json``)."""
-        return decision_store.results_json(self.subjects, self.verdicts, moment)
+        """``results`` as compact JSON, times written by ``moment`` (see ``results_json``).
+
+        The evidence and the response are written with different ``moment``s; when
+        no answer has a time, the two are the same text, written once.
+        """
+        timed = any(verdict.next_allowed_at is not None
+                    for verdict in {id(verdict): verdict for verdict in self.verdicts}.values())
+        key = moment if timed else None
+        written = self._written.get(key)
+        if written is None:
+            written = self._written[key] = decision_store.results_json(
+                self.subjects, self.verdicts, moment)
+        return written
 
 
 def answer(
@@ -238,6 +252,24 @@ class ContactReport:
         return not self.allowed
 
 
+def _check_quoted_decision(session: Session, decision_id: str, *, merchant_id: str,
+                           subject: str, channel: str, purpose: str) -> None:
+    """A quoted decision must be one this merchant was given about this very contact.
+
+    The person and auditors read the quoted id as "the shop asked first": a
+    shop must not be able to cite another shop's answer, or one about another
+    person, channel or purpose. Another merchant's decision is refused the
+    same way as one that does not exist, so ids reveal nothing.
+    """
+    d = Decision.__table__  # type: ignore[attr-defined]
+    asked = session.connection().execute(
+        select(d.c.subject, d.c.channel, d.c.purpose).where(
+            d.c.id == decision_id, d.c.merchant_id == merchant_id)).first()
+    if asked is None or tuple(asked) != (subject, channel, purpose):
+        raise ValidationFailed("decision_id does not name a decision this shop was given "
+                               "for this subject, channel and purpose", field="decision_id")
+
+
 def report_contact(
     session: Session,
     *,
@@ -253,21 +285,27 @@ def report_contact(
     """Record a contact the merchant made; one made when not allowed is a violation.
 
     The vault judges the contact itself, at the moment it happened, whatever
-    the merchant was told before: a stale cached answer is no excuse.
+    the merchant was told before: a stale cached answer is no excuse. It is
+    judged by the terms in force at that moment (``vault.services.terms_history``),
+    not by today's: a change the person made since, either way, does not
+    change what the contact was. The weekly cap counts the contacts before it.
     """
     now = clock.now()
     occurred = at or now
     if occurred > now + REPORT_SKEW:
         raise ValidationFailed("a contact cannot be reported before it happened", field="at")
-    if now - occurred > timedelta(days=31):
+    if now - occurred > REPORT_WINDOW:
         raise ValidationFailed("contacts must be reported within 31 days", field="at")
     connection = session.connection()
-    loaded = decision_store.load_terms(Driver.of(connection), merchant_id=merchant_id,
-                                       subject=subject, purpose=purpose, now=occurred,
-                                       data_keys=data_keys, detail=False)
+    loaded = decision_store.load_terms_at(Driver.of(connection), merchant_id=merchant_id,
+                                          subject=subject, purpose=purpose, at=occurred,
+                                          data_keys=data_keys)
     verdict = evaluate(loaded.terms if loaded else None, channel, purpose, occurred)
     if loaded is None or verdict.reason == UNKNOWN_SUBJECT:
         raise NotFound("no subscription with this subject", field="subject")
+    if decision_id is not None:
+        _check_quoted_decision(session, decision_id, merchant_id=merchant_id, subject=subject,
+                               channel=channel, purpose=purpose)
     contact_id = new_id()
     connection.execute(insert(ContactEvent.__table__).values(  # type: ignore[attr-defined]
         id=contact_id, subscription_id=loaded.subscription_id, merchant_id=merchant_id,

@@ -5,12 +5,18 @@ Decisions are the hot path (a shop checks every contact, campaigns check
 and reads plain tuples. A campaign is one set-based query over the list of
 subjects (a ``json_each`` table on SQLite, an array on PostgreSQL).
 
-Permission records stay sealed at rest and are opened here, in memory. A
-campaign does the least it can per subject: it opens the person's data key
-and their two sealed records (permissions and global rules); each distinct
-pair of opened records is parsed and judged once; time zones and recent
-contacts are read only for the people whose terms make them matter (quiet
-hours, a weekly cap).
+Each subscription row carries its sealed terms record and a copy of the
+person's wrapped data key (see ``vault.services.terms``), so a decision reads
+one row, unwraps one key and opens one record, in memory. A campaign does the
+least it can per subject: each distinct set of judged terms (the record's
+first line) is parsed and judged once; the second line (time zone) is read
+only for the people whose terms make it matter (quiet hours), and recent
+contacts only for those with a weekly cap.
+
+Decisions and campaigns read only the current record. A contact report,
+judged at the moment the contact was made, reads the history of terms too
+(``load_terms_at``), and only when the current record took force after that
+moment.
 """
 
 from __future__ import annotations
@@ -24,16 +30,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from vault.crypto.envelope import DataKey, unwrap_key
+from vault.crypto.envelope import DataKey, sealed_field_opener
 from vault.db import Driver
-from vault.models.subscription import ACTIVE
+from vault.models.subscription import ACTIVE, ERASED
 from vault.models.types import new_id
-from vault.services.accounts import DEFAULT_TIME_ZONE
+from vault.services import terms as sealed_terms
+from vault.services import terms_history
 from vault.services.decisions import CAP_WINDOW, REACH_FIELD, Terms, Verdict, evaluate
 from vault.services.keys import DataKeys
-from vault.services.permissions import PermissionGrid, grid_from_record, open_grid_record
-from vault.services.rules import RuleSet, open_rules_record, rules_from_record
-from vault.vocabulary import CHANNELS
 
 
 @dataclass(frozen=True)
@@ -48,52 +52,38 @@ class LoadedTerms:
 
 
 _TERMS_SQL = """
-SELECT s.id, s.status, s.person_id, s.shared_fields,
-       pk.kek_id, pk.wrapped, cp.record, gr.record, gr.version,
-       pr.time_zone, pr.channel_order, pr.email, pr.phone, pr.address
+SELECT s.id, s.status, s.person_id, s.key_kek_id, s.wrapped_key, s.terms,
+       pr.email, pr.phone, pr.address
 FROM subscription s
-LEFT JOIN person_key pk ON pk.person_id = s.person_id
-LEFT JOIN contact_permission cp ON cp.subscription_id = s.id
-LEFT JOIN global_rules gr ON gr.person_id = s.person_id
 LEFT JOIN profile pr ON pr.person_id = s.person_id
 WHERE s.subject = :subject AND s.merchant_id = :merchant_id"""
 
 #: per dialect: the subscriptions of the subjects asked about. SQLite, which keeps no
 #: statistics unless told to, would walk the merchant index through every subscription
 #: of the merchant; CROSS JOIN makes it look each subject up by the subject index.
-#: PostgreSQL's planner is left to choose (index lookups for a few subjects, hash joins
-#: for many): forcing lookups there measured slower than either of its own plans.
+#: PostgreSQL's planner is left to choose (index lookups for a few subjects, a scan
+#: for many).
 _CAMPAIGN_SQL = {
     "sqlite": """
-SELECT s.id, s.subject, s.status, s.person_id, pk.kek_id, pk.wrapped,
-       cp.record, gr.record, gr.version
+SELECT s.id, s.subject, s.status, s.person_id, s.key_kek_id, s.wrapped_key, s.terms
 FROM json_each(:subjects) AS wanted
 CROSS JOIN subscription s ON s.subject = wanted.value
-LEFT JOIN person_key pk ON pk.person_id = s.person_id
-LEFT JOIN contact_permission cp ON cp.subscription_id = s.id
-LEFT JOIN global_rules gr ON gr.person_id = s.person_id
 WHERE s.merchant_id = :merchant_id""",
     "postgresql": """
-SELECT s.id, s.subject, s.status, s.person_id, pk.kek_id, pk.wrapped,
-       cp.record, gr.record, gr.version
+SELECT s.id, s.subject, s.status, s.person_id, s.key_kek_id, s.wrapped_key, s.terms
 FROM subscription s
-LEFT JOIN person_key pk ON pk.person_id = s.person_id
-LEFT JOIN contact_permission cp ON cp.subscription_id = s.id
-LEFT JOIN global_rules gr ON gr.person_id = s.person_id
-WHERE s.subject = ANY(:subjects) AND s.merchant_id = :merchant_id""",
+WHERE s.subject = ANY(CAST(:subjects AS text[])) AND s.merchant_id = :merchant_id""",
 }
 
 #: per dialect: ``column`` is one of a list of values
 _IN_LIST = {
     "sqlite": "{column} IN (SELECT value FROM json_each(:{name}))",
-    "postgresql": "{column} = ANY(:{name})",
+    "postgresql": "{column} = ANY(CAST(:{name} AS text[]))",
 }
 
 _CONTACTS_SQL = """
 SELECT subscription_id, channel, occurred_at FROM contact_event
 WHERE purpose = :purpose AND occurred_at > :since AND occurred_at <= :now AND """
-
-_TIME_ZONES_SQL = "SELECT person_id, time_zone FROM profile WHERE "
 
 
 def _recent_contacts(
@@ -112,6 +102,18 @@ def _recent_contacts(
     return found
 
 
+def _inactive(status: str, sealed: bytes | None, wrapped: bytes | None) -> str | None:
+    """The status to answer with when the row alone settles it, else None.
+
+    An active subscription without terms or key copy is answered as one
+    granting nothing (default deny); ``vault.services.terms`` never leaves
+    one so.
+    """
+    if status != ACTIVE:
+        return status
+    return None if sealed is not None and wrapped is not None else ACTIVE
+
+
 def load_terms(
     db: Driver,
     *,
@@ -125,48 +127,96 @@ def load_terms(
     """The terms of the merchant's subscription with ``subject``, or None.
 
     A subject of another merchant, or one that does not exist, is simply
-    absent, which the engine answers as ``unknown_subject``. Without
-    ``detail`` (no reach, no alternatives) the channel order and shared
-    fields stay sealed. The time zone is opened only when a quiet-hours
-    window makes it matter, and recent contacts are read only when a
-    permission for ``purpose`` has a weekly cap, the only rule they count for.
+    absent, which the engine answers as ``unknown_subject``. Recent contacts
+    are read only when a permission for ``purpose`` has a weekly cap, the
+    only rule they count for. ``detail`` is kept for callers that need no
+    reach or alternatives; the record holds both either way.
     """
     found = db.rows(_TERMS_SQL, {"subject": subject, "merchant_id": merchant_id})
     if not found:
         return None
-    (sub_id, status, pid, shared_sealed, kek_id, wrapped, grid_sealed, rules_sealed,
-     rules_version, tz_sealed, order_sealed, email, phone, address) = found[0]
-    if status != ACTIVE or wrapped is None:
-        return LoadedTerms(sub_id, pid, Terms(status=status), None, {})
+    (sub_id, status, pid, kek_id, wrapped, sealed, email, phone, address) = found[0]
+    settled = _inactive(status, sealed, wrapped)
+    if settled is not None:
+        return LoadedTerms(sub_id, pid, Terms(status=settled), None, {})
     key = data_keys.open(pid, kek_id, bytes(wrapped))
-    permissions = grid_from_record(open_grid_record(key, sub_id, grid_sealed)) \
-        if grid_sealed else {}
-    rules = rules_from_record(open_rules_record(key, pid, rules_sealed), rules_version)
-    windows = rules.quiet_hours is not None or any(
-        p.quiet_hours is not None for p in permissions.values())
-    tz = key.decrypt(tz_sealed, table="profile", row_id=pid, field="time_zone").decode() \
-        if windows and tz_sealed else DEFAULT_TIME_ZONE
-    order = json.loads(key.decrypt(order_sealed, table="profile", row_id=pid,
-                                   field="channel_order")) \
-        if detail and order_sealed else list(CHANNELS)
-    shared = tuple(json.loads(key.decrypt(shared_sealed, table="subscription", row_id=sub_id,
-                                          field="shared_fields"))) \
-        if detail and shared_sealed else ()
-    capped = any(p.max_per_week is not None for (_, p_purpose), p in permissions.items()
-                 if p_purpose == purpose)
-    contacts = _recent_contacts(db, [sub_id], purpose, now).get(sub_id, {}) if capped else {}
-    terms = Terms(status=status, permissions=permissions, rules=rules, time_zone=tz,
-                  channel_order=tuple(order), shared_fields=shared, recent_contacts=contacts)
+    plaintext = sealed_terms.open_record(key, sub_id, bytes(sealed))
+    terms = _terms(db, sub_id, plaintext, purpose, now, detail)
     return LoadedTerms(sub_id, pid, terms, key,
                        {"email": email, "phone": phone, "address": address})
 
 
+def _terms(db: Driver, sub_id: str, plaintext: bytes, purpose: str, now: datetime,
+           detail: bool) -> Terms:
+    """A terms record's plaintext as the engine's ``Terms``, with the contacts it needs."""
+    judged = sealed_terms.parse_judged(sealed_terms.judged_part(plaintext))
+    more = sealed_terms.parse_detail(plaintext)
+    capped = any(p.max_per_week is not None for (_, p_purpose), p in judged.permissions.items()
+                 if p_purpose == purpose)
+    contacts = _recent_contacts(db, [sub_id], purpose, now).get(sub_id, {}) if capped else {}
+    return Terms(status=judged.status, permissions=judged.permissions, rules=judged.rules,
+                 time_zone=more.time_zone, channel_order=more.channel_order,
+                 shared_fields=more.shared_fields if detail else (),
+                 recent_contacts=contacts)
+
+
+_TERMS_AT_SQL = """
+SELECT s.id, s.status, s.person_id, s.key_kek_id, s.wrapped_key, s.terms, s.terms_since
+FROM subscription s
+WHERE s.subject = :subject AND s.merchant_id = :merchant_id"""
+
+_PERSON_KEY_SQL = "SELECT kek_id, wrapped FROM person_key WHERE person_id = :person_id"
+
+
+def load_terms_at(
+    db: Driver,
+    *,
+    merchant_id: str,
+    subject: str,
+    purpose: str,
+    at: datetime,
+    data_keys: DataKeys,
+) -> LoadedTerms | None:
+    """The terms the merchant's subscription with ``subject`` had at ``at``, or None.
+
+    For contact reports: the current record when it was already in force at
+    ``at`` (one row read, as ``load_terms``), else the state kept in the
+    history for that moment (``vault.services.terms_history``), opened with
+    the person's data key. An erased subscription answers ``erased`` whatever
+    the moment: its history can no longer be opened. Recent contacts are
+    those before ``at``. The result carries no key and no profile fields: a
+    report needs neither reach nor alternatives.
+    """
+    found = db.rows(_TERMS_AT_SQL, {"subject": subject, "merchant_id": merchant_id})
+    if not found:
+        return None
+    (sub_id, status, pid, kek_id, wrapped, sealed, since) = found[0]
+    kept = None
+    if status != ERASED and since is not None and at < db.moment(since):
+        kept = terms_history.state_at(db, sub_id, at)
+    if kept is None:
+        settled = _inactive(status, sealed, wrapped)
+        if settled is not None:
+            return LoadedTerms(sub_id, pid, Terms(status=settled), None, {})
+        key = data_keys.open(pid, kek_id, bytes(wrapped))
+        plaintext = sealed_terms.open_record(key, sub_id, bytes(sealed))
+        return LoadedTerms(sub_id, pid, _terms(db, sub_id, plaintext, purpose, at, False),
+                           None, {})
+    if kept.status != ACTIVE or kept.sealed is None:
+        return LoadedTerms(sub_id, pid, Terms(status=kept.status), None, {})
+    key_row = db.rows(_PERSON_KEY_SQL, {"person_id": pid})
+    if not key_row:
+        return LoadedTerms(sub_id, pid, Terms(status=ERASED), None, {})
+    key = data_keys.open(pid, key_row[0][0], bytes(key_row[0][1]))
+    plaintext = terms_history.open_record(key, sub_id, kept.history_id, kept.sealed)
+    return LoadedTerms(sub_id, pid, _terms(db, sub_id, plaintext, purpose, at, False), None, {})
+
+
 @dataclass(frozen=True, slots=True)
 class _Shape:
-    """One distinct pair of opened records (permissions, rules), parsed and judged once."""
+    """One distinct judged part of a terms record, parsed and judged once."""
 
-    permissions: PermissionGrid
-    rules: RuleSet
+    judged: sealed_terms.Judged
     #: quiet hours apply: the verdict depends on the person's time zone
     zoned: bool
     #: a weekly cap applies: the verdict depends on the recent contacts
@@ -175,17 +225,19 @@ class _Shape:
     verdict: Verdict | None
 
 
-def _shape(grid: bytes, rules: bytes, version: int, channel: str, purpose: str,
-           now: datetime) -> _Shape:
-    permissions = grid_from_record(grid) if grid else {}
-    ruleset = rules_from_record(rules, version)
-    permission = permissions.get((channel, purpose))
-    zoned = ruleset.quiet_hours is not None or (
+def _shape(line: bytes, channel: str, purpose: str, now: datetime) -> _Shape:
+    judged = sealed_terms.parse_judged(line)
+    if judged.status != ACTIVE:
+        return _Shape(judged, False, False, evaluate(Terms(status=judged.status), channel,
+                                                     purpose, now))
+    permission = judged.permissions.get((channel, purpose))
+    zoned = judged.rules.quiet_hours is not None or (
         permission is not None and permission.quiet_hours is not None)
     capped = permission is not None and permission.max_per_week is not None
     verdict = None if zoned or capped else evaluate(
-        Terms(status=ACTIVE, permissions=permissions, rules=ruleset), channel, purpose, now)
-    return _Shape(permissions, ruleset, zoned, capped, verdict)
+        Terms(status=ACTIVE, permissions=judged.permissions, rules=judged.rules),
+        channel, purpose, now)
+    return _Shape(judged, zoned, capped, verdict)
 
 
 def campaign_verdicts(
@@ -205,56 +257,53 @@ def campaign_verdicts(
     """
     rows = db.rows(_CAMPAIGN_SQL[db.dialect],
                    {"merchant_id": merchant_id, "subjects": db.many(subjects)})
-    keks: dict[str, bytes] = {}
+    openers: dict[str, Callable[[str, bytes, str, bytes], bytes]] = {}
     verdicts: dict[str, Verdict] = {}
     inactive: dict[str, Verdict] = {}
-    shapes: dict[tuple[bytes, bytes], _Shape] = {}
-    pending: list[tuple[str, str, str, DataKey, _Shape]] = []
-    for sub_id, subject, status, pid, kek_id, wrapped, grid_sealed, rules_sealed, version \
-            in rows:
-        if status != ACTIVE or wrapped is None:
+    shapes: dict[bytes, _Shape] = {}
+    pending: list[tuple[str, str, bytes, _Shape]] = []
+    for sub_id, subject, status, pid, kek_id, wrapped, sealed in rows:
+        if status != ACTIVE or sealed is None or wrapped is None:  # see _inactive
             verdict = inactive.get(status)
             if verdict is None:
                 verdict = inactive[status] = evaluate(Terms(status=status), channel, purpose,
                                                       now)
             verdicts[subject] = verdict
             continue
-        kek = keks.get(kek_id)
-        if kek is None:
-            kek = keks[kek_id] = data_keys.keyring.kek(kek_id)
-        key = DataKey(unwrap_key(kek, kek_id, pid, wrapped))
-        grid = open_grid_record(key, sub_id, grid_sealed) if grid_sealed else b""
-        rules = open_rules_record(key, pid, rules_sealed)
-        shape = shapes.get((grid, rules))
+        opener = openers.get(kek_id)
+        if opener is None:
+            opener = openers[kek_id] = sealed_field_opener(
+                data_keys.keyring.kek(kek_id), kek_id, table=sealed_terms.TABLE,
+                field=sealed_terms.FIELD)
+        plaintext = opener(pid, wrapped, sub_id, sealed)
+        end = plaintext.find(b"\n")
+        line = plaintext[:end] if end >= 0 else plaintext
+        shape = shapes.get(line)
         if shape is None:
-            shape = shapes[(grid, rules)] = _shape(grid, rules, version, channel, purpose, now)
+            shape = shapes[line] = _shape(line, channel, purpose, now)
         if shape.verdict is not None:
             verdicts[subject] = shape.verdict
         else:
-            pending.append((subject, sub_id, pid, key, shape))
+            pending.append((subject, sub_id, plaintext, shape))
     if pending:
         verdicts.update(_judge_one_by_one(db, pending, channel, purpose, now))
     return verdicts
 
 
 def _judge_one_by_one(
-    db: Driver, pending: list[tuple[str, str, str, DataKey, _Shape]], channel: str,
+    db: Driver, pending: list[tuple[str, str, bytes, _Shape]], channel: str,
     purpose: str, now: datetime,
 ) -> dict[str, Verdict]:
     """Verdicts that depend on the person's time zone or recent contacts."""
-    zoned = list({pid for _, _, pid, _, shape in pending if shape.zoned})
-    zones = dict(db.rows(_TIME_ZONES_SQL + _IN_LIST[db.dialect].format(
-        column="person_id", name="ids"), {"ids": db.many(zoned)})) if zoned else {}
     contacts = _recent_contacts(
-        db, [sub_id for _, sub_id, _, _, shape in pending if shape.capped], purpose, now)
+        db, [sub_id for _, sub_id, _, shape in pending if shape.capped], purpose, now)
     judged: dict[str, Verdict] = {}
     same: dict[tuple[int, str], Verdict] = {}
-    for subject, sub_id, pid, key, shape in pending:
-        sealed = zones.get(pid)
-        tz = key.decrypt(sealed, table="profile", row_id=pid, field="time_zone").decode() \
-            if shape.zoned and sealed else DEFAULT_TIME_ZONE
-        terms = Terms(status=ACTIVE, permissions=shape.permissions, rules=shape.rules,
-                      time_zone=tz, recent_contacts=contacts.get(sub_id, {}))
+    for subject, sub_id, plaintext, shape in pending:
+        tz = sealed_terms.parse_detail(plaintext).time_zone
+        terms = Terms(status=ACTIVE, permissions=shape.judged.permissions,
+                      rules=shape.judged.rules, time_zone=tz,
+                      recent_contacts=contacts.get(sub_id, {}))
         if shape.capped:
             judged[subject] = evaluate(terms, channel, purpose, now)
             continue

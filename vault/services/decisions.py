@@ -50,6 +50,8 @@ REASONS = (ALLOWED, UNKNOWN_SUBJECT, REVOKED, NOT_GRANTED, BLOCKED_BY_PERSON, QU
 PRECEDENCE = (UNKNOWN_SUBJECT, ERASED, REVOKED, BLOCKED_BY_PERSON, NOT_GRANTED, EXPIRED,
               QUIET_HOURS, FREQUENCY_CAP, ALLOWED)
 
+#: the time zone of a person who never chose one
+DEFAULT_TIME_ZONE = "Europe/Amsterdam"
 CAP_WINDOW = timedelta(days=7)
 MAX_CACHE = timedelta(minutes=5)
 
@@ -64,7 +66,7 @@ class Terms:
     status: str
     permissions: PermissionGrid = field(default_factory=dict)
     rules: RuleSet = field(default_factory=RuleSet)
-    time_zone: str = "Europe/Amsterdam"
+    time_zone: str = DEFAULT_TIME_ZONE
     channel_order: tuple[str, ...] = CHANNELS
     shared_fields: tuple[str, ...] = ()
     #: contact times in the last CAP_WINDOW, per (channel, purpose)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from threading import Lock
 
+from sqlalchemy import ColumnElement, ScalarSelect, update
 from sqlmodel import Session, select
 
 from vault.clock import Clock
@@ -20,7 +21,7 @@ from vault.crypto.envelope import DataKey, unwrap_key, wrap_key
 from vault.crypto.keyring import KeyRing
 from vault.db import Database
 from vault.errors import NotFound
-from vault.models import PersonKey
+from vault.models import PersonKey, Subscription
 from vault.services.audit import AuditTag, record_event
 
 
@@ -95,6 +96,24 @@ class DataKeys:
                 del self._cache[cache_key]
 
 
+_SUBSCRIPTIONS = Subscription.__table__  # type: ignore[attr-defined]
+_PERSON_KEYS = PersonKey.__table__  # type: ignore[attr-defined]
+
+
+def _copy_wrapped_keys(session: Session, which: ColumnElement[bool]) -> None:
+    """Set the wrapped-key copy of ``which`` subscriptions to their person's key row.
+
+    Only subscriptions that hold a copy (active ones, see ``vault.services.terms``).
+    """
+    def of_person(column: str) -> ScalarSelect[object]:
+        return select(_PERSON_KEYS.c[column]).where(
+            _PERSON_KEYS.c.person_id == _SUBSCRIPTIONS.c.person_id).scalar_subquery()
+
+    session.execute(update(_SUBSCRIPTIONS)
+                    .where(_SUBSCRIPTIONS.c.wrapped_key.is_not(None), which)
+                    .values(wrapped_key=of_person("wrapped"), key_kek_id=of_person("kek_id")))
+
+
 @dataclass(frozen=True)
 class RotationReport:
     """What a KEK rotation did."""
@@ -114,6 +133,9 @@ def rotate_keks(
     on_batch: Callable[[int], None] | None = None,
 ) -> RotationReport:
     """Wrap every data key under a new KEK, leaving the data untouched.
+
+    The copy of each wrapped key beside a subscription's terms (see
+    ``vault.services.terms``) is rewrapped with it, in the same batch.
 
     The new KEK is saved to the key ring file before any data key is
     rewrapped, and each batch commits on its own, so a rotation stopped at
@@ -151,6 +173,9 @@ def rotate_keks(
                 row.rewrapped_at = clock.now()
                 session.add(row)
             session.flush()
+            if rows:
+                _copy_wrapped_keys(session, _SUBSCRIPTIONS.c.person_id.in_(
+                    [row.person_id for row in rows]))
             # The batch that rewraps the last data key records the rotation with it: a
             # rotation stopped after that commit is complete, and in the log. (Recorded
             # later, a stop in between left it unrecorded for good: with nothing left
@@ -159,6 +184,9 @@ def rotate_keks(
                 select(PersonKey.person_id).where(PersonKey.kek_id != new_id).limit(1)
             ).first() is None
             if finished:
+                # A grant racing the rotation may have copied a key wrapped under the
+                # old KEK after its person's batch: bring any such copy up to date.
+                _copy_wrapped_keys(session, _SUBSCRIPTIONS.c.key_kek_id != new_id)
                 record_event(session, clock=clock, tag=AuditTag.KEK_ROTATED, actor="operator",
                              data={"kek_id": new_id, "rewrapped": done + len(rows),
                                    "resumed": resumed})
@@ -172,10 +200,13 @@ def retire_keks(database: Database, keyring: KeyRing) -> list[str]:
     """Remove from the ring every KEK no data key is wrapped with any more.
 
     After this, a database copy taken before the last rotation can no longer
-    be opened, which is how erasure reaches old backups.
+    be opened, which is how erasure reaches old backups. A KEK that a
+    subscription's copy of a wrapped key still uses is in use too.
     """
     with database.read() as session:
         in_use = set(session.exec(select(PersonKey.kek_id).distinct()).all())
+        in_use |= {kek_id for kek_id in session.exec(select(Subscription.key_kek_id).distinct())
+                   if kek_id is not None}
     retired = keyring.retire_keks(in_use)
     if retired:
         keyring.save()

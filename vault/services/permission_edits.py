@@ -27,9 +27,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import Session
 
 from vault.clock import Clock
-from vault.errors import Conflict, NotFound, ValidationFailed
-from vault.models import ContactPermission, Subscription
-from vault.models.subscription import ACTIVE
+from vault.errors import ValidationFailed
 from vault.services import subscriptions as subscription_service
 from vault.services.keys import DataKeys
 from vault.services.permissions import Permission, PermissionGrid, open_grid
@@ -222,18 +220,9 @@ def apply_edits(
     is no longer active; ``InvalidEdits`` for bad input. In each case nothing
     has been written.
     """
-    sub = session.get(Subscription, subscription_id, with_for_update=True,
-                      populate_existing=True)
-    if sub is None or sub.person_id != person_id:
-        raise NotFound("no such subscription")
-    if sub.status != ACTIVE:
-        raise Conflict("this subscription is no longer active", field="subscription")
-    row = session.get(ContactPermission, sub.id, with_for_update=True, populate_existing=True)
-    if row is None:
-        raise NotFound("no such subscription")
-    if row.version != expected_version:
-        raise Conflict("the permissions were changed elsewhere; reload and try again",
-                       field="version")
+    _, row = subscription_service.lock_permissions(
+        session, person_id=person_id, subscription_id=subscription_id,
+        expected_version=expected_version)
     grid = open_grid(data_keys.for_person(session, person_id), row)
     edited = validate(inputs, grid, time_zone=time_zone, now=clock.now())
     changes: list[Change] = []

@@ -57,7 +57,7 @@ from vault.models.subscription import ACTIVE, REVOKED
 from vault.services.audit import AuditTag, event_document
 from vault.services.keys import DataKeys
 from vault.services.merkle_store import MerkleStore
-from vault.services.subscriptions import SubscriptionView, view
+from vault.services.subscriptions import SubscriptionView, merchant_subscription, view
 from vault.services.tree_heads import checkpoint, covering
 
 #: the events that record a subscription's state
@@ -117,12 +117,7 @@ def receipt_for_merchant(
     Another merchant's subject is the same ``NotFound`` as an unknown one.
     Otherwise as :func:`receipt_for_person`.
     """
-    sub = session.exec(
-        select(Subscription).where(Subscription.merchant_id == merchant_id,
-                                   Subscription.subject == subject)
-    ).first()
-    if sub is None:
-        raise NotFound("no subscription with this subject", field="subject")
+    sub = merchant_subscription(session, merchant_id, subject)
     return _issue(session, sub, database=database, data_keys=data_keys,
                   signing_key=signing_key, issuer=issuer, clock=clock, language=language)
 

@@ -187,8 +187,13 @@ def set_rules(
     before = open_rules(key, row)
     row.record = _seal(key, person_id, rules)
     row.version += 1
-    row.updated_at = clock.now()
+    now = clock.now()
+    row.updated_at = now
     session.add(row)
+    # Imported here: the terms record is built from these rules (and imports this module).
+    from vault.services import terms
+
+    terms.refresh(session, person_id, data_keys=data_keys, now=now)
     record_event(
         session,
         clock=clock,

@@ -25,6 +25,7 @@ from vault.models import ContactPermission, Merchant, Subscription
 from vault.models.oauth import OAuthToken
 from vault.models.subscription import ACTIVE, REVOKED
 from vault.models.types import new_id
+from vault.services import terms
 from vault.services.audit import AuditTag, record_event
 from vault.services.keys import DataKeys
 from vault.services.outbox import queue_webhook
@@ -130,6 +131,7 @@ def grant(
         row.version += 1
         row.updated_at = now
         session.add(row)
+    terms.refresh(session, person_id, data_keys=data_keys, now=now, subscription_id=sub.id)
     record_event(session, clock=clock, tag=AuditTag.SUBSCRIPTION_GRANTED,
                  actor=f"person:{person_id}", person_ref=person_id, merchant_id=merchant.id,
                  subject=sub.subject,
@@ -143,16 +145,23 @@ def grant(
 
 
 def revoke(
-    session: Session, *, person_id: str, subscription_id: str, clock: Clock
+    session: Session, *, person_id: str, subscription_id: str, data_keys: DataKeys,
+    clock: Clock,
 ) -> Subscription:
-    """End a subscription now: status, every token of the grant, audit event, webhook."""
+    """End a subscription now: status, every token of the grant, audit event, webhook.
+
+    Its sealed terms go too: a decision never reads them for a subscription
+    that is not active, and a grant made again builds them afresh. They are
+    kept in the history, sealed anew with the person's data key, for the
+    contacts made before the revocation and reported after it.
+    """
     sub = session.get(Subscription, subscription_id, with_for_update=True, populate_existing=True)
     if sub is None or sub.person_id != person_id:
         raise NotFound("no such subscription")
     if sub.status != ACTIVE:
         return sub
     now = clock.now()
-    sub.status = REVOKED
+    terms.end(session, sub, REVOKED, key=data_keys.for_person(session, person_id), now=now)
     sub.revoked_at = now
     sub.updated_at = now
     session.add(sub)
@@ -197,13 +206,23 @@ def describe(session: Session, sub: Subscription, *, data_keys: DataKeys) -> dic
 def describe_for_merchant(
     session: Session, merchant_id: str, subject: str, *, data_keys: DataKeys
 ) -> dict[str, object]:
+    return describe(session, merchant_subscription(session, merchant_id, subject),
+                    data_keys=data_keys)
+
+
+def merchant_subscription(session: Session, merchant_id: str, subject: str) -> Subscription:
+    """The merchant's subscription known as ``subject``.
+
+    Another merchant's subject is the same ``NotFound`` as an unknown one, so a
+    subject reveals nothing about the person behind it.
+    """
     sub = session.exec(
         select(Subscription).where(Subscription.merchant_id == merchant_id,
                                    Subscription.subject == subject)
     ).first()
     if sub is None:
         raise NotFound("no subscription with this subject", field="subject")
-    return describe(session, sub, data_keys=data_keys)
+    return sub
 
 
 def _decode_cursor(cursor: str | None) -> str | None:
@@ -235,6 +254,28 @@ def page_for_merchant(
     return items, next_cursor
 
 
+def lock_permissions(session: Session, *, person_id: str, subscription_id: str,
+                     expected_version: int | None) -> tuple[Subscription, ContactPermission]:
+    """The person's active subscription and its permission row, both locked for a change.
+
+    ``NotFound`` unless the subscription is the person's; ``Conflict`` (field
+    ``subscription``) when it is no longer active, and (field ``version``)
+    when the grid was saved since ``expected_version`` (None: no check).
+    """
+    sub = session.get(Subscription, subscription_id, with_for_update=True, populate_existing=True)
+    if sub is None or sub.person_id != person_id:
+        raise NotFound("no such subscription")
+    if sub.status != ACTIVE:
+        raise Conflict("this subscription is no longer active", field="subscription")
+    row = session.get(ContactPermission, sub.id, with_for_update=True, populate_existing=True)
+    if row is None:
+        raise NotFound("no such subscription")
+    if expected_version is not None and row.version != expected_version:
+        raise Conflict("the permissions were changed elsewhere; reload and try again",
+                       field="version")
+    return sub, row
+
+
 def set_permission(
     session: Session,
     *,
@@ -263,17 +304,8 @@ def set_permission(
         raise ValidationFailed("max_per_week must be between 1 and 1000", field="max_per_week")
     if expires_at is not None and expires_at.tzinfo is None:
         raise ValidationFailed("expires_at needs a time zone", field="expires_at")
-    sub = session.get(Subscription, subscription_id, with_for_update=True, populate_existing=True)
-    if sub is None or sub.person_id != person_id:
-        raise NotFound("no such subscription")
-    if sub.status != ACTIVE:
-        raise Conflict("this subscription is no longer active", field="subscription")
-    row = session.get(ContactPermission, sub.id, with_for_update=True, populate_existing=True)
-    if row is None:
-        raise NotFound("no such subscription")
-    if expected_version is not None and row.version != expected_version:
-        raise Conflict("the permissions were changed elsewhere; reload and try again",
-                       field="version")
+    sub, row = lock_permissions(session, person_id=person_id, subscription_id=subscription_id,
+                                expected_version=expected_version)
     key = data_keys.for_person(session, person_id)
     grid = open_grid(key, row)
     before = grid.get((channel, purpose))
@@ -286,6 +318,7 @@ def set_permission(
     sub.updated_at = now
     session.add(row)
     session.add(sub)
+    terms.refresh(session, person_id, data_keys=data_keys, now=now, subscription_id=sub.id)
     record_event(session, clock=clock, tag=AuditTag.PERMISSION_CHANGED,
                  actor=f"person:{person_id}", person_ref=person_id,
                  merchant_id=sub.merchant_id, subject=sub.subject,

@@ -243,6 +243,7 @@ def revoke(subscription_id: str) -> Response:
     try:
         sub = subscription_service.revoke(session, person_id=person_id,
                                           subscription_id=subscription_id,
+                                          data_keys=runtime().data_keys,
                                           clock=runtime().clock)
     except NotFound:
         abort(404)
