@@ -172,7 +172,8 @@ def set_global_rules(runtime: Runtime, person_id: str, rules: Mapping[str, objec
 def revoke(runtime: Runtime, sub: Subscribed) -> None:
     with runtime.database.write() as session:
         subscription_service.revoke(session, person_id=sub.person_id,
-                                    subscription_id=sub.subscription_id, clock=runtime.clock)
+                                    subscription_id=sub.subscription_id,
+                                    data_keys=runtime.data_keys, clock=runtime.clock)
 
 
 def erase(runtime: Runtime, person_id: str) -> None:

@@ -123,7 +123,8 @@ def revoke(live_vault: LiveVault, customer: Customer) -> None:
     rt = live_vault.runtime
     with rt.database.write() as session:
         subscription_service.revoke(session, person_id=customer.person_id,
-                                    subscription_id=customer.subscription_id, clock=rt.clock)
+                                    subscription_id=customer.subscription_id,
+                                    data_keys=rt.data_keys, clock=rt.clock)
 
 
 # -- the consent page ------------------------------------------------------------------------

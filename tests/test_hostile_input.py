@@ -198,7 +198,7 @@ def _field_name(path: tuple[str | int, ...]) -> str:
 DECISION = {"subject": "{subject}", "channel": "email", "purpose": "offers"}
 BATCH = {"subjects": ["{subject}"], "channel": "email", "purpose": "offers"}
 CONTACT = {"subject": "{subject}", "channel": "email", "purpose": "offers",
-           "decision_id": "dec123", "at": "2026-11-23T09:59:00+00:00"}
+           "decision_id": "{decision}", "at": "2026-11-23T09:59:00+00:00"}
 AT = "2026-11-23T10:00:00+00:00"
 
 #: each JSON route: its path, a valid body and every text field in it
@@ -212,7 +212,7 @@ JSON_ROUTES: dict[str, tuple[str, dict[str, Any], tuple[tuple[str | int, ...], .
 }
 
 _VALID_TEXT = {"subject": "{subject}", "subjects": "{subject}", "channel": "email",
-               "purpose": "offers", "at": AT, "decision_id": "dec123"}
+               "purpose": "offers", "at": AT, "decision_id": "{decision}"}
 
 
 def json_route_cases(route: str) -> list[Case]:
@@ -885,10 +885,13 @@ def world(app: Flask, client: FlaskClient, runtime: Runtime, clock: FixedClock) 
     person = subscribe(runtime, merchant)
     browser = app.test_client()
     _log_in(browser, person.email)
-    return World(vault, merchant, token_header(client, merchant),
-                 token_header(client, auditor), person, browser,
+    merchant_auth = token_header(client, merchant)
+    decision = client.post(f"{API}/decisions", headers=merchant_auth, json={
+        "subject": person.subject, "channel": "email", "purpose": "offers"}).get_json()
+    return World(vault, merchant, merchant_auth, token_header(client, auditor), person, browser,
                  {"subject": person.subject, "client_id": merchant.client_id,
-                  "client_secret": merchant.client_secret, "email": person.email})
+                  "client_secret": merchant.client_secret, "email": person.email,
+                  "decision": decision["decision_id"]})
 
 
 def _csrf_token(browser: FlaskClient, page: str) -> str:

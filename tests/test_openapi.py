@@ -157,3 +157,59 @@ def test_webhook_payloads_are_documented(spec: dict[str, Any]) -> None:
     assert set(spec["webhooks"]) == {"subscription.created", "subscription.updated",
                                      "subscription.revoked", "profile.updated"}
     assert "WebhookEvent" in spec["components"]["schemas"]
+
+
+def test_every_operation_has_a_stable_unique_operation_id(spec: dict[str, Any]) -> None:
+    """Links name their target by operationId, and clients generate method names from it."""
+    ids = [operation.get("operationId") for _, _, operation in _operations(spec)]
+    assert all(isinstance(found, str) and re.fullmatch(r"[a-z][A-Za-z]+", found)
+               for found in ids), ids
+    assert len(set(ids)) == len(ids), ids
+
+
+def _links(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for path, method, operation in _operations(spec):
+        for status, response in operation["responses"].items():
+            for name, found in _resolve(spec, response).get("links", {}).items():
+                yield f"{method.upper()} {path} {status} {name}", found
+
+
+def _parameters(spec: dict[str, Any]) -> dict[str, set[str]]:
+    """Each operation's parameters as ``<in>.<name>``, those of its path included."""
+    found: dict[str, set[str]] = {}
+    for path, _, operation in _operations(spec):
+        declared = [*spec["paths"][path].get("parameters", []), *operation.get("parameters", [])]
+        found[operation["operationId"]] = {f"{p['in']}.{p['name']}" for p in declared}
+    return found
+
+
+def _request_fields(spec: dict[str, Any]) -> dict[str, set[str]]:
+    """Each operation's JSON request body fields (none for a GET)."""
+    found: dict[str, set[str]] = {}
+    for _, _, operation in _operations(spec):
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+        schema = _resolve(spec, body.get("schema", {}))
+        found[operation["operationId"]] = set(schema.get("properties", {}))
+    return found
+
+
+def _expressions(link: dict[str, Any]) -> list[str]:
+    values: list[Any] = [*link.get("parameters", {}).values(),
+                         *link.get("requestBody", {}).values()]
+    return [item for value in values for item in (value if isinstance(value, list) else [value])]
+
+
+def test_every_link_leads_to_an_operation_that_takes_what_it_gives(
+        spec: dict[str, Any]) -> None:
+    """A link to a missing operation, parameter or body field would be silently useless."""
+    parameters, fields = _parameters(spec), _request_fields(spec)
+    links = list(_links(spec))
+    assert len(links) >= 15
+    for where, found in links:
+        target = found["operationId"]
+        assert target in parameters, where
+        assert found.get("description"), where
+        assert set(found.get("parameters", {})) <= parameters[target], where
+        assert set(found.get("requestBody", {})) <= fields[target], where
+        for expression in _expressions(found):
+            assert re.fullmatch(r"\$response\.body#(/[a-z_0-9]+)+", expression), where

@@ -320,6 +320,7 @@ def test_the_worker_and_the_command_line_checkpoint(tmp_path: Path) -> None:
     assert off["tree_size"] is None
     report = workspace.run_json("worker", "--once", VAULT_CHECKPOINT_INTERVAL_S="60")
     assert report["tree_size"] == 2 and report["delivered"] == 0
+    assert report["history_pruned"] == 0
 
     workspace.run_json("auditor", "add", "--name", "Second Audit Co")
     with closing(sqlite3.connect(workspace.root / "var" / "vault.db")) as db, db:

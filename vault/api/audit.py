@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 from sqlmodel import select
 
 from vault.api.auth import auditor_required
-from vault.api.docs import problems
+from vault.api.docs import link, links, problems, response_value
 from vault.api.schemas import (
     AuditExportQuerySchema,
     ConsistencyProofSchema,
@@ -34,6 +34,24 @@ INTEGRITY = {500: "The consent log no longer extends what the vault signed: noth
                   "(problem type log-integrity)"}
 
 
+def _inclusion_link(tree_size: str) -> dict[str, object]:
+    """Inclusion proofs against the head at ``tree_size``; the event is the auditor's choice."""
+    return link("getInclusionProof", "Prove an event is in the log this head signs",
+                parameters={"query.tree_size": response_value(tree_size)})
+
+
+def _consistency_link(parameter: str, tree_size: str) -> dict[str, object]:
+    """A consistency proof with this head as ``first`` (older) or ``second`` (newer).
+
+    Only this head is linked: the other is the auditor's to name, one they
+    kept from before or a newer one.
+    """
+    description = ("Prove this head extends an older one you kept" if parameter == "second"
+                   else "Prove a newer head extends this one")
+    return link("getConsistencyProof", description,
+                parameters={f"query.{parameter}": response_value(tree_size)})
+
+
 def _checkpoint() -> TreeHead:
     """Sign a head for the log as it is now, in a short transaction of its own."""
     end_read()
@@ -47,7 +65,7 @@ def _checkpoint() -> TreeHead:
 @auditor_required("audit:read")
 @blp.arguments(AuditExportQuerySchema, location="query")
 @blp.response(200, content_type=NDJSON)
-@blp.doc(security=SECURITY, responses={"200": {
+@blp.doc(security=SECURITY, operationId="exportAuditEvents", responses={"200": {
     "description": ("A signed tree head over the log, then the events it covers (each with "
                     "an inclusion proof when filtered)"),
     "content": {
@@ -100,7 +118,9 @@ def export_events(query: dict[str, object]) -> Response:
 @blp.route("/audit/tree-head", methods=["GET"])
 @auditor_required("audit:read")
 @blp.response(200, TreeHeadSchema)
-@blp.doc(security=SECURITY)
+@blp.doc(security=SECURITY, operationId="getTreeHead")
+@links(200, inclusion=_inclusion_link("/tree_size"),
+       consistency=_consistency_link("second", "/tree_size"))
 @problems(blp, 401, 403, 500, descriptions={
     403: "The token lacks the scope or is not an auditor's", **INTEGRITY})
 def latest_tree_head() -> dict[str, object]:
@@ -119,7 +139,9 @@ def latest_tree_head() -> dict[str, object]:
 @auditor_required("audit:read")
 @blp.arguments(ConsistencyQuerySchema, location="query")
 @blp.response(200, ConsistencyProofSchema)
-@blp.doc(security=SECURITY)
+@blp.doc(security=SECURITY, operationId="getConsistencyProof")
+@links(200, inclusion=_inclusion_link("/second/tree_size"),
+       consistency=_consistency_link("first", "/second/tree_size"))
 @problems(blp, 400, 401, 403, 404, 422, descriptions={
     400: "first is larger than second",
     403: "The token lacks the scope or is not an auditor's",
@@ -139,7 +161,8 @@ def consistency_proof(query: dict[str, int]) -> dict[str, object]:
 @auditor_required("audit:read")
 @blp.arguments(InclusionQuerySchema, location="query")
 @blp.response(200, InclusionProofSchema)
-@blp.doc(security=SECURITY)
+@blp.doc(security=SECURITY, operationId="getInclusionProof")
+@links(200, consistency=_consistency_link("first", "/tree_size"))
 @problems(blp, 400, 401, 403, 404, 422, descriptions={
     400: "index is outside the tree",
     403: "The token lacks the scope or is not an auditor's",

@@ -1,9 +1,9 @@
-"""Documenting the problem responses of each route in the OpenAPI document."""
+"""Documenting the problem responses and the links of each route in the OpenAPI document."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import TypeVar
 
@@ -45,6 +45,40 @@ def problems(blp: Blueprint, *statuses: int,
                                     content_type="application/problem+json")(func)
         return func
 
+    return decorator
+
+
+def response_value(pointer: str) -> str:
+    """A runtime expression naming a value of the response body (a JSON pointer)."""
+    return f"$response.body#{pointer}"
+
+
+def link(operation_id: str, description: str, *,
+         parameters: Mapping[str, str] | None = None,
+         body: Mapping[str, object] | None = None) -> dict[str, object]:
+    """An OpenAPI link to ``operation_id``, fed from the response it is declared on.
+
+    ``parameters`` are keyed ``<in>.<name>`` (``path.subject``, ``query.cursor``)
+    so a reader need not look the parameter up; ``body`` holds the fields of
+    the request body the response supplies (the rest are the client's choice).
+    """
+    found: dict[str, object] = {"operationId": operation_id, "description": description}
+    if parameters:
+        found["parameters"] = dict(parameters)
+    if body:
+        found["requestBody"] = dict(body)
+    return found
+
+
+def links(status: int, **named: dict[str, object]) -> Callable[[F], F]:
+    """Declare where a client can go next with this response (OpenAPI ``links``).
+
+    They tell clients, and fuzzers that follow them, which values of one answer
+    are the input of another call: a subject listed is one that can be read,
+    asked about and reported. ``status`` is an int so the links land in the
+    response ``@blp.response`` documents rather than beside it.
+    """
+    decorator: Callable[[F], F] = Blueprint.doc(responses={status: {"links": named}})
     return decorator
 
 

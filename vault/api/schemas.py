@@ -134,9 +134,10 @@ class ContactRequestSchema(StrictSchema):
     channel = _channel()
     purpose = _purpose()
     decision_id = ma.fields.String(load_default=None, validate=[
-        validate.Length(min=1, max=64), Token(IDENTIFIER)])
-    at = Moment(load_default=None,
-                                 metadata={"description": "When the contact happened"})
+        validate.Length(min=1, max=64), Token(IDENTIFIER)], metadata={
+            "description": "The decision the contact relied on: one this merchant was given "
+                           "for the same subject, channel and purpose (400 otherwise)"})
+    at = Moment(load_default=None, metadata={"description": "When the contact happened"})
 
 
 class ContactSchema(ma.Schema):
