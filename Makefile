@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 VAULT_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 export VAULT_TEST_DATABASE_URL
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install audit-deps clean
 
 # One pip call for both: the vault depends on preference-vault-sdk, which pip must take
 # from ./client_sdk and never look for on a package index.
@@ -31,6 +31,12 @@ lint: $(STAMP)
 test: lint
 	scripts/ensure-chromium
 	$(BIN)/pytest
+
+# Known vulnerabilities in every installed dependency of the vault, the SDK and the tests,
+# from the advisory database behind PyPI; --strict fails when a package could not be checked.
+audit-deps: $(STAMP)
+	$(BIN)/python -m pip install --quiet pip-audit
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

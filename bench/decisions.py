@@ -1,6 +1,7 @@
 """Benchmark of the decision API on this machine; prints its figures.
 
     python bench/decisions.py [--people 100000] [--seconds 10] [--backend sqlite|postgresql|both]
+                              [--only campaign]
 
 (a) single decisions over HTTP against gunicorn with 8 concurrent
 connections, beside a trivial JSON endpoint (``/health``) in the same run,
@@ -30,13 +31,8 @@ import contextlib
 import json
 import os
 import random
-import secrets
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -49,27 +45,12 @@ from sqlalchemy.types import JSON
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.seed import random_unknown_subjects, seed_people
-from vault.clock import SystemClock
-from vault.crypto.keyring import KeyRing
+from bench.harness import PG_ADMIN, open_loop, percentile, seeded_vault, served
+from bench.seed import random_unknown_subjects
 from vault.db import Database
-from vault.migrations import upgrade
-from vault.models import Merchant, Subscription
-from vault.services.merchants import register_client
+from vault.models import Subscription
 
-PG_ADMIN = os.environ.get("VAULT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BATCH = 10_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def closed_loop(url: str, make_request, seconds: float, concurrency: int = 8):  # type: ignore[no-untyped-def]
@@ -98,55 +79,6 @@ def closed_loop(url: str, make_request, seconds: float, concurrency: int = 8):  
     for thread in threads:
         thread.join()
     return len(latencies) / (time.perf_counter() - begun), latencies, errors[0]
-
-
-def open_loop(url: str, make_request, rate: float, seconds: float, concurrency: int = 8):  # type: ignore[no-untyped-def]
-    """A fixed arrival rate; latency counted from each request's scheduled time."""
-    total = int(rate * seconds)
-    start = time.perf_counter() + 0.2
-    latencies: list[float] = []
-    lock = threading.Lock()
-    counter = iter(range(total))
-
-    def worker() -> None:
-        local: list[float] = []
-        with httpx.Client(base_url=url, timeout=10) as client:
-            for n in counter:
-                due = start + n / rate
-                pause = due - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-                make_request(client)
-                local.append((time.perf_counter() - due) * 1000)
-        with lock:
-            latencies.extend(local)
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies
-
-
-class Backend:
-    """A fresh database of one kind, dropped afterwards."""
-
-    def __init__(self, kind: str, workdir: Path) -> None:
-        self.kind = kind
-        if kind == "sqlite":
-            self.url = f"sqlite:///{workdir / 'bench.db'}"
-            self.name = None
-        else:
-            self.name = f"pv_bench_{secrets.token_hex(4)}"
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{self.name}"')
-            self.url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.name}"
-
-    def drop(self) -> None:
-        if self.name:
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 def bare_scan_seconds(database: Database, merchant_id: str, chunks: list[list[str]],
@@ -218,44 +150,38 @@ def with_cpu(gunicorn: int, database: str | None, measure, *args, **kwargs):  # 
     return result, server, time.process_time() - client_before
 
 
-def run(kind: str, people: int, seconds: float) -> dict[str, float]:
-    workdir = Path(tempfile.mkdtemp(prefix="pv-bench-"))
-    backend = Backend(kind, workdir)
-    keyring = KeyRing.generate()
-    keyring.save(workdir / "keys" / "keyring.json")
-    server = None
-    try:
-        upgrade(backend.url)
-        database = Database(backend.url)
-        with database.write() as session:
-            issued = register_client(session, clock=SystemClock(), name="Bench Shop",
-                                     redirect_uris=["https://bench.example/cb"])
-            merchant_id = session.exec(select(Merchant.id).where(
-                Merchant.client_id == issued.client_id)).one()[0]
-        t0 = time.perf_counter()
-        subjects = seed_people(database, keyring, merchant_id, people)
-        if kind == "postgresql":
-            with database.write_engine.connect() as conn:
-                conn.exec_driver_sql("ANALYZE")
-                conn.commit()
-        print(f"[{kind}] seeded {people} people in {time.perf_counter() - t0:.1f} s", flush=True)
-        port = free_port()
-        env = {**os.environ, "VAULT_DATABASE_URL": backend.url,
-               "VAULT_KEYRING": str(keyring.path), "VAULT_VAR_DIR": str(workdir),
-               "VAULT_ISSUER": f"http://127.0.0.1:{port}", "VAULT_LOG_LEVEL": "WARNING"}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "vault.cli", "serve", "--port", str(port), "--workers", "2",
-             "--threads", "8"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        token = httpx.post(url + "/oauth/token", data={"grant_type": "client_credentials"},
-                           auth=(issued.client_id, issued.client_secret)).json()["access_token"]
-        auth = {"Authorization": f"Bearer {token}"}
+def throughput(url: str, gunicorn: int, database: str | None, ask, trivial,  # type: ignore[no-untyped-def]
+               seconds: float) -> dict[str, float]:
+    """Single decisions beside ``/health``, closed loop, then open loop at 70 % of the peak."""
+    closed_loop(url, ask, 1.0)  # warm up caches and connections
+    (trivial_rps, trivial_lat, _), trivial_server, trivial_client = with_cpu(
+        gunicorn, database, closed_loop, url, trivial, seconds)
+    (rps, lat, errors), decision_server, decision_client = with_cpu(
+        gunicorn, database, closed_loop, url, ask, seconds)
+    answered, _ = open_loop(url, int(0.7 * rps * seconds), 0.7 * rps,
+                            lambda client, _: ask(client).status_code)
+    loaded = [latency for latency, _ in answered]
+    return {
+        "trivial_server_us": trivial_server / len(trivial_lat) * 1e6,
+        "trivial_client_us": trivial_client / len(trivial_lat) * 1e6,
+        "decision_server_us": decision_server / len(lat) * 1e6,
+        "decision_client_us": decision_client / len(lat) * 1e6,
+        "trivial_rps": trivial_rps, "trivial_p50": statistics.median(trivial_lat),
+        "decision_rps": rps, "decision_p50": statistics.median(lat),
+        "decision_p99": percentile(lat, 0.99), "errors": errors,
+        "rate_70": 0.7 * rps, "p99_at_70": percentile(loaded, 0.99),
+        "p50_at_70": statistics.median(loaded),
+    }
+
+
+def run(kind: str, people: int, seconds: float, *, http: bool = True, workers: int = 2,
+        threads: int = 8) -> dict[str, float]:
+    """Seed a fresh database of ``kind`` and measure; ``http=False`` measures the campaign
+    and its scans only."""
+    with seeded_vault(kind, people) as vault, served(vault, workers=workers,
+                                                     threads=threads) as server:
+        auth = server.token(vault.client_id, vault.client_secret)
+        subjects = vault.subjects
 
         def ask(client: httpx.Client) -> httpx.Response:
             return client.post("/api/v1/decisions", headers=auth, json={
@@ -265,16 +191,14 @@ def run(kind: str, people: int, seconds: float) -> dict[str, float]:
         def trivial(client: httpx.Client) -> httpx.Response:
             return client.get("/health")
 
-        closed_loop(url, ask, 1.0)  # warm up caches and connections
-        (trivial_rps, trivial_lat, _), trivial_server, trivial_client = with_cpu(
-            server.pid, backend.name, closed_loop, url, trivial, seconds)
-        (rps, lat, errors), decision_server, decision_client = with_cpu(
-            server.pid, backend.name, closed_loop, url, ask, seconds)
-        loaded = open_loop(url, ask, rate=0.7 * rps, seconds=seconds)
+        figures: dict[str, float] = {}
+        if http:
+            figures = throughput(server.url, server.process.pid, vault.backend.name, ask,
+                                 trivial, seconds)
 
         pool = subjects[:10 * BATCH] + random_unknown_subjects(max(0, 10 * BATCH - len(subjects)))
         chunks = [pool[i * BATCH:(i + 1) * BATCH] for i in range(10)]
-        with httpx.Client(base_url=url, timeout=60, headers=auth) as client:
+        with httpx.Client(base_url=server.url, timeout=60, headers=auth) as client:
             client.post("/api/v1/decisions/batch", json={
                 "channel": "email", "purpose": "order_updates", "subjects": chunks[0][:100]})
             started = time.perf_counter()
@@ -286,30 +210,27 @@ def run(kind: str, people: int, seconds: float) -> dict[str, float]:
                     raise SystemExit(f"batch failed: {str(body)[:500]}")
                 answered += len(body["results"])
             campaign = time.perf_counter() - started
-        scan = statistics.median(bare_scan_seconds(database, merchant_id, chunks)
+        scan = statistics.median(bare_scan_seconds(vault.database, vault.merchant_id, chunks)
                                  for _ in range(3))
         scan_by_merchant = statistics.median(
-            bare_scan_seconds(database, merchant_id, chunks, by="merchant") for _ in range(3))
-        database.dispose()
-        return {
-            "trivial_server_us": trivial_server / len(trivial_lat) * 1e6,
-            "trivial_client_us": trivial_client / len(trivial_lat) * 1e6,
-            "decision_server_us": decision_server / len(lat) * 1e6,
-            "decision_client_us": decision_client / len(lat) * 1e6,
-            "scan_by_merchant_s": scan_by_merchant,
-            "trivial_rps": trivial_rps, "trivial_p50": statistics.median(trivial_lat),
-            "decision_rps": rps, "decision_p50": statistics.median(lat),
-            "decision_p99": percentile(lat, 0.99), "errors": errors,
-            "rate_70": 0.7 * rps, "p99_at_70": percentile(loaded, 0.99),
-            "p50_at_70": statistics.median(loaded),
-            "campaign_s": campaign, "campaign_dps": answered / campaign, "scan_s": scan,
-        }
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=20)
-        backend.drop()
-        shutil.rmtree(workdir, ignore_errors=True)
+            bare_scan_seconds(vault.database, vault.merchant_id, chunks, by="merchant")
+            for _ in range(3))
+        return {**figures, "scan_by_merchant_s": scan_by_merchant,
+                "campaign_s": campaign, "campaign_dps": answered / campaign, "scan_s": scan}
+
+
+def print_throughput(r: dict[str, float]) -> None:
+    print(f"trivial /health      {r['trivial_rps']:8.0f} req/s  p50 {r['trivial_p50']:.2f} ms")
+    print(f"single decision      {r['decision_rps']:8.0f} req/s  p50 {r['decision_p50']:.2f} ms"
+          f"  p99 {r['decision_p99']:.2f} ms  errors {r['errors']:.0f}")
+    print(f"  ratio decision/trivial throughput: {r['decision_rps'] / r['trivial_rps']:.2f}")
+    trivial_cpu = r["trivial_server_us"] + r["trivial_client_us"]
+    decision_cpu = r["decision_server_us"] + r["decision_client_us"]
+    print(f"  CPU per request, server + client: trivial {r['trivial_server_us']:.0f} + "
+          f"{r['trivial_client_us']:.0f} us, decision {r['decision_server_us']:.0f} + "
+          f"{r['decision_client_us']:.0f} us; ratio {trivial_cpu / decision_cpu:.2f}")
+    print(f"at 70% of peak ({r['rate_70']:.0f} req/s): p50 {r['p50_at_70']:.2f} ms"
+          f"  p99 {r['p99_at_70']:.2f} ms")
 
 
 def main() -> None:
@@ -317,22 +238,18 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker")
+    parser.add_argument("--only", choices=("campaign",),
+                        help="measure only the campaign and its scans (no HTTP throughput)")
     args = parser.parse_args()
     kinds = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
     for kind in kinds:
-        r = run(kind, args.people, args.seconds)
+        r = run(kind, args.people, args.seconds, http=args.only is None,
+                workers=args.workers, threads=args.threads)
         print(f"\n== {kind}: {args.people} people subscribed ==")
-        print(f"trivial /health      {r['trivial_rps']:8.0f} req/s  p50 {r['trivial_p50']:.2f} ms")
-        print(f"single decision      {r['decision_rps']:8.0f} req/s  p50 {r['decision_p50']:.2f} ms"
-              f"  p99 {r['decision_p99']:.2f} ms  errors {r['errors']:.0f}")
-        print(f"  ratio decision/trivial throughput: {r['decision_rps'] / r['trivial_rps']:.2f}")
-        trivial_cpu = r["trivial_server_us"] + r["trivial_client_us"]
-        decision_cpu = r["decision_server_us"] + r["decision_client_us"]
-        print(f"  CPU per request, server + client: trivial {r['trivial_server_us']:.0f} + "
-              f"{r['trivial_client_us']:.0f} us, decision {r['decision_server_us']:.0f} + "
-              f"{r['decision_client_us']:.0f} us; ratio {trivial_cpu / decision_cpu:.2f}")
-        print(f"at 70% of peak ({r['rate_70']:.0f} req/s): p50 {r['p50_at_70']:.2f} ms"
-              f"  p99 {r['p99_at_70']:.2f} ms")
+        if args.only is None:
+            print_throughput(r)
         print(f"campaign 10 x 10,000  {r['campaign_s']:.2f} s  "
               f"({r['campaign_dps']:.0f} decisions/s)")
         print(f"bare indexed scan     {r['scan_s']:.3f} s   ratio campaign/scan: "

@@ -1,9 +1,9 @@
 """Seeding a vault with many people subscribed to one merchant, fast, for benchmarks.
 
 Writes the same rows the services would (sealed profile, rules, permissions,
-wrapped data keys) but in bulk with SQLAlchemy Core: signing up 100,000
-people one by one through argon2 would measure the password hash, not the
-vault.
+wrapped data keys, each subscription's sealed terms with its copy of the
+wrapped key) but in bulk with SQLAlchemy Core: signing up 100,000 people one
+by one through argon2 would measure the password hash, not the vault.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from vault.models import (
     Subscription,
 )
 from vault.models.types import new_id
+from vault.services import terms
 from vault.services.permissions import Permission, seal_grid
 from vault.services.rules import RuleSet
 from vault.services.subscriptions import new_subject
+from vault.vocabulary import CHANNELS
 
 CHUNK = 5_000
 
@@ -50,10 +52,10 @@ def seed_people(database: Database, keyring: KeyRing, merchant_id: str, count: i
             rows["person"].append({"id": pid, "email_index": email_index(
                 keyring.blind_index_key, email), "password_hash": None, "created_at": now,
                 "erased_at": None})
+            wrapped = wrap_key(keyring.active_kek, keyring.active_kek_id, pid, raw)
             rows["person_key"].append({"person_id": pid, "kek_id": keyring.active_kek_id,
-                                       "wrapped": wrap_key(keyring.active_kek,
-                                                           keyring.active_kek_id, pid, raw),
-                                       "created_at": now, "rewrapped_at": None})
+                                       "wrapped": wrapped, "created_at": now,
+                                       "rewrapped_at": None})
 
             def seal(field: str, value: str, pid: str = pid, key: DataKey = key) -> bytes:
                 return key.encrypt(value.encode(), table="profile", row_id=pid, field=field)
@@ -69,13 +71,18 @@ def seed_people(database: Database, keyring: KeyRing, merchant_id: str, count: i
                 "person_id": pid, "version": 1, "updated_at": now,
                 "record": key.encrypt(json.dumps(RuleSet().to_json()).encode(),
                                       table="global_rules", row_id=pid, field="record")})
+            grid = {("email", "order_updates"): Permission("email", "order_updates")}
             rows["subscription"].append({
                 "id": sid, "person_id": pid, "merchant_id": merchant_id, "subject": subject,
                 "status": "active", "created_at": now, "updated_at": now, "revoked_at": None,
                 "shared_fields": key.encrypt(json.dumps(["email"]).encode(),
                                              table="subscription", row_id=sid,
-                                             field="shared_fields")})
-            grid = {("email", "order_updates"): Permission("email", "order_updates")}
+                                             field="shared_fields"),
+                "terms": terms.seal(key, sid, terms.compose(
+                    status="active", permissions=[p.to_json() for p in grid.values()],
+                    rules=RuleSet().to_json(), time_zone="Europe/Amsterdam",
+                    channel_order=list(CHANNELS), shared_fields=["email"])),
+                "key_kek_id": keyring.active_kek_id, "wrapped_key": wrapped})
             rows["contact_permission"].append({"subscription_id": sid, "version": 1,
                                                "updated_at": now,
                                                "record": seal_grid(key, sid, grid)})
