@@ -5,7 +5,8 @@ and subscriptions are set up through the vault's own services; the changes a
 person makes go through the same services inside
 ``live_vault.runtime.database.write()``. The transports here sit in front of
 the real server and inject the failures a network produces (503, 429 with
-``Retry-After``) a given number of times before passing requests through.
+``Retry-After``, a timeout or a refused connection) a given number of times
+before passing requests through.
 """
 
 from __future__ import annotations
@@ -180,8 +181,27 @@ class Fault:
             request=request)
 
 
+@dataclass
+class Outage:
+    """Fail the first ``times`` requests ``path`` matches with ``error``: no answer at all.
+
+    ``httpx.ConnectError`` stands for a request that never left (safe to send
+    again); ``httpx.ReadTimeout`` for one the vault may have acted on.
+    """
+
+    path: str
+    error: type[httpx.TransportError]
+    times: int
+
+    def take(self, request: httpx.Request) -> httpx.Response | None:
+        if self.times <= 0 or not request.url.path.startswith(self.path):
+            return None
+        self.times -= 1
+        raise self.error("injected", request=request)
+
+
 class _Recorder:
-    def __init__(self, faults: list[Fault],
+    def __init__(self, faults: list[Fault | Outage],
                  rewrite: Callable[[httpx.Request, httpx.Response], httpx.Response] | None
                  ) -> None:
         self.faults = faults
@@ -206,8 +226,9 @@ class _Recorder:
 class FlakyTransport(httpx.BaseTransport, _Recorder):
     """In front of the real server: injected faults first, then ``httpx.HTTPTransport``."""
 
-    def __init__(self, *faults: Fault, rewrite: Callable[[httpx.Request, httpx.Response],
-                                                         httpx.Response] | None = None) -> None:
+    def __init__(self, *faults: Fault | Outage,
+                 rewrite: Callable[[httpx.Request, httpx.Response], httpx.Response] | None = None
+                 ) -> None:
         _Recorder.__init__(self, list(faults), rewrite)
         self.inner = httpx.HTTPTransport()
 
@@ -228,7 +249,7 @@ class FlakyTransport(httpx.BaseTransport, _Recorder):
 class AsyncFlakyTransport(httpx.AsyncBaseTransport, _Recorder):
     """The async twin of ``FlakyTransport``."""
 
-    def __init__(self, *faults: Fault) -> None:
+    def __init__(self, *faults: Fault | Outage) -> None:
         _Recorder.__init__(self, list(faults), None)
         self.inner = httpx.AsyncHTTPTransport()
 
@@ -266,6 +287,7 @@ __all__ = [
     "Customer",
     "Fault",
     "FlakyTransport",
+    "Outage",
     "Seen",
     "Shop",
     "approve",

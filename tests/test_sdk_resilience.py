@@ -1,15 +1,18 @@
 """The SDK when the network or the vault misbehaves: fail closed, retry what is safe.
 
 Faults are injected by an httpx transport in front of the real server (it
-answers 503 or 429 the first N times, then passes requests through), or by
-pointing the client where nothing listens or nothing answers. These tests are
+answers 503 or 429, or fails as a network does, the first N times, then
+passes requests through), or by pointing the client where nothing listens or
+nothing answers. These tests are
 about the client, not storage, so the live ones run on SQLite only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -17,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import prefvault_sdk
 import pytest
-from oauth_helpers import LiveVault
+from oauth_helpers import LiveVault, Person
 from prefvault_sdk import (
     AuthenticationError,
     RateLimited,
@@ -29,9 +32,13 @@ from prefvault_sdk import (
 from prefvault_sdk._retry import RetryPolicy, parse_retry_after
 from sdk_helpers import (
     REDIRECT_URI,
+    AsyncFlakyTransport,
     Fault,
     FlakyTransport,
+    Outage,
+    Seen,
     approve,
+    async_client_for,
     client_for,
     closed_port_url,
     logged_in,
@@ -239,6 +246,135 @@ def test_the_token_is_cached_renewed_early_and_never_shown(
                      client_secret=shop.client_secret) as confused, \
             pytest.raises(VaultError, match="issuer"):
         confused.connect_url(REDIRECT_URI, "contact:email:offers")
+
+
+#: What either client logs through ``_every_way_a_call_fails``, jittered waits shown as "…"
+#: (a ``Retry-After: 0`` is waited as given, 0.00s).
+TRANSCRIPT = [
+    # A token refused twice is renewed once, then AuthenticationError, failing closed or not.
+    "prefvault: GET /.well-known/oauth-authorization-server -> 200",
+    "prefvault: POST /oauth/token -> 503",
+    "prefvault: POST /oauth/token -> 503; retry 1 in …s",
+    "prefvault: POST /oauth/token -> 200",
+    "prefvault: new client-credentials token, valid 3600s",
+    "prefvault: POST /api/v1/decisions -> 401",
+    "prefvault: POST /oauth/token -> 200",
+    "prefvault: new client-credentials token, valid 3600s",
+    "prefvault: POST /api/v1/decisions -> 401",
+    # A renewal is not one of the retries: one retry and one renewal in one call.
+    "prefvault: POST /api/v1/decisions -> 503",
+    "prefvault: POST /api/v1/decisions -> 503; retry 1 in 0.00s",
+    "prefvault: POST /api/v1/decisions -> 401",
+    "prefvault: POST /oauth/token -> 200",
+    "prefvault: new client-credentials token, valid 3600s",
+    "prefvault: POST /api/v1/decisions -> 200",
+    # Retries run out: a denial.
+    "prefvault: POST /api/v1/decisions -> 503",
+    "prefvault: POST /api/v1/decisions -> 503; retry 1 in 0.00s",
+    "prefvault: POST /api/v1/decisions -> 503",
+    "prefvault: vault unreachable (injected (HTTP 503)); denying email/offers (fail closed)",
+    # Paging, with a retried page.
+    "prefvault: GET /api/v1/subscriptions -> 502",
+    "prefvault: GET /api/v1/subscriptions -> 502; retry 1 in …s",
+    "prefvault: GET /api/v1/subscriptions -> 200",
+    # A wait longer than the SDK blocks for: no retry.
+    "prefvault: POST /api/v1/contacts -> 429",
+    # The code exchange: a timeout is not retried, a connection never opened is.
+    "prefvault: POST /oauth/token failed (ConnectError); retry 1 in …s",
+    "prefvault: POST /oauth/token -> 200",
+]
+
+
+def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The SDK's log lines so far (jittered waits masked), cleared for the next run."""
+    lines = [re.sub(r"in (?!0\.00s)\d+\.\d\ds$", "in …s", record.getMessage())
+             for record in caplog.records if record.name == "prefvault_sdk"]
+    caplog.clear()
+    return lines
+
+
+def _every_way_a_call_fails(live_vault: LiveVault, person: Person) -> list[Seen]:
+    shop = register_shop(live_vault, "Sync Shop")
+    ada = subscribe(live_vault, shop, "ada.sync@example.org")
+    flaky = FlakyTransport(Fault("/oauth/token", 503, times=1),
+                           Fault("/api/v1/decisions", 401, times=2))
+    with client_for(live_vault, shop, transport=flaky, max_retries=1) as vault:
+        with pytest.raises(AuthenticationError):
+            vault.may_contact(ada.subject, "email", "offers")
+        flaky.faults += [Fault("/api/v1/decisions", 503, times=1, headers={"Retry-After": "0"}),
+                         Fault("/api/v1/decisions", 401, times=1)]
+        assert vault.may_contact(ada.subject, "email", "offers").allowed
+        flaky.faults.append(Fault("/api/v1/decisions", 503, times=2,
+                                  headers={"Retry-After": "0"}))
+        assert vault.may_contact(ada.subject, "email", "offers").reason == "vault_unreachable"
+        flaky.faults.append(Fault("/api/v1/subscriptions", 502, times=1))
+        assert [s.subject for s in vault.subscriptions()] == [ada.subject]
+        flaky.faults.append(Fault("/api/v1/contacts", 429, times=1,
+                                  headers={"Retry-After": "3600"}))
+        with pytest.raises(RateLimited):
+            vault.report_contact(ada.subject, "email", "offers")
+        request = vault.connect_url(REDIRECT_URI, "contact:email:offers")
+        location = approve(person, request.url, ["contact:email:offers"])
+        flaky.faults += [Outage("/oauth/token", httpx.ReadTimeout, times=1),
+                         Outage("/oauth/token", httpx.ConnectError, times=1)]
+        with pytest.raises(prefvault_sdk.ConnectionError) as lost:
+            vault.complete_connect(location, request.code_verifier, request.state)
+        assert isinstance(lost.value.__cause__, httpx.ReadTimeout)
+        vault.complete_connect(location, request.code_verifier, request.state)
+    return flaky.seen
+
+
+async def _every_way_an_async_call_fails(live_vault: LiveVault, person: Person) -> list[Seen]:
+    shop = register_shop(live_vault, "Async Shop")
+    ada = subscribe(live_vault, shop, "ada.async@example.org")
+    flaky = AsyncFlakyTransport(Fault("/oauth/token", 503, times=1),
+                                Fault("/api/v1/decisions", 401, times=2))
+    async with async_client_for(live_vault, shop, transport=flaky, max_retries=1) as vault:
+        with pytest.raises(AuthenticationError):
+            await vault.may_contact(ada.subject, "email", "offers")
+        flaky.faults += [Fault("/api/v1/decisions", 503, times=1, headers={"Retry-After": "0"}),
+                         Fault("/api/v1/decisions", 401, times=1)]
+        assert (await vault.may_contact(ada.subject, "email", "offers")).allowed
+        flaky.faults.append(Fault("/api/v1/decisions", 503, times=2,
+                                  headers={"Retry-After": "0"}))
+        assert (await vault.may_contact(ada.subject, "email", "offers")).reason == \
+            "vault_unreachable"
+        flaky.faults.append(Fault("/api/v1/subscriptions", 502, times=1))
+        assert [s.subject async for s in vault.subscriptions()] == [ada.subject]
+        flaky.faults.append(Fault("/api/v1/contacts", 429, times=1,
+                                  headers={"Retry-After": "3600"}))
+        with pytest.raises(RateLimited):
+            await vault.report_contact(ada.subject, "email", "offers")
+        request = await vault.connect_url(REDIRECT_URI, "contact:email:offers")
+        location = approve(person, request.url, ["contact:email:offers"])
+        flaky.faults += [Outage("/oauth/token", httpx.ReadTimeout, times=1),
+                         Outage("/oauth/token", httpx.ConnectError, times=1)]
+        with pytest.raises(prefvault_sdk.ConnectionError) as lost:
+            await vault.complete_connect(location, request.code_verifier, request.state)
+        assert isinstance(lost.value.__cause__, httpx.ReadTimeout)
+        await vault.complete_connect(location, request.code_verifier, request.state)
+    return flaky.seen
+
+
+@SQLITE_ONLY
+def test_both_clients_retry_renew_and_log_alike(live_vault: LiveVault,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="prefvault_sdk")
+    with logged_in(live_vault, "grace@example.org") as person:
+        sent = _every_way_a_call_fails(live_vault, person)
+        logged = _logged(caplog)
+        sent_async = asyncio.run(_every_way_an_async_call_fails(live_vault, person))
+        logged_async = _logged(caplog)
+    assert logged == TRANSCRIPT
+    assert logged_async == logged
+    requests = [(s.method, s.path) for s in sent]
+    assert requests == [(s.method, s.path) for s in sent_async]
+    assert requests.count(("POST", "/api/v1/decisions")) == 7
+    assert requests.count(("POST", "/oauth/token")) == 7
+    # Each renewal carries the new token, each retry the same headers as the try before.
+    bearers = [s.headers["authorization"] for s in sent if s.path == "/api/v1/decisions"]
+    assert len(set(bearers[:2])) == 2 and len(set(bearers[2:5])) == 2
+    assert bearers[2] == bearers[3] != bearers[4]
 
 
 def test_backoff_grows_is_capped_jittered_and_retry_after_is_read() -> None:

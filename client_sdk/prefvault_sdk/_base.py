@@ -1,9 +1,10 @@
 """What the sync and the async client share: configuration and every step without I/O.
 
 Like httpx, the two clients are thin shells over this: building requests,
-reading answers, the token's lifetime, the connect flow's checks and the
-decision cache live here once; ``_client.py`` and ``_async_client.py`` only
-send, wait and loop.
+reading answers, the token's lifetime, the connect flow's checks, the
+decision cache and each call's retries and token renewal (``Attempts``) live
+here once; ``_client.py`` and ``_async_client.py`` only fetch, send and sleep
+as they are told.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -26,9 +27,12 @@ from ._cache import DecisionCache
 from ._errors import (
     ConnectDenied,
     ConnectError,
+    ConnectionError,
     SignatureVerificationError,
     StateMismatch,
     VaultError,
+    error_from_response,
+    oauth_error_from_response,
 )
 from ._models import (
     BatchResult,
@@ -54,6 +58,11 @@ MAX_PAGE_SIZE = 500
 #: a client-credentials token is replaced this many seconds before it expires
 TOKEN_RENEW_EARLY = 30.0
 USER_AGENT = f"prefvault-sdk-python/{__version__} httpx/{httpx.__version__}"
+
+#: how a call authenticates: the client-credentials token, the client's secret, or not at all
+Auth = Literal["bearer", "basic"] | None
+#: turns a refused answer into the error a call raises
+ErrorFactory = Callable[[httpx.Response], VaultError]
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,133 @@ def json_body(response: httpx.Response) -> Any:
         release(response)
 
 
+def connect_errors(response: httpx.Response) -> VaultError:
+    """The error of a refused code exchange (a refusal of the person's grant)."""
+    return oauth_error_from_response(response, connect=True)
+
+
+def token_errors(response: httpx.Response) -> VaultError:
+    """The error of a refused client-credentials request (a configuration error)."""
+    return oauth_error_from_response(response, connect=False)
+
+
+@dataclass(frozen=True)
+class Done:
+    """The call succeeded: hand this 2xx response to the caller."""
+
+    response: httpx.Response
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Sleep this many seconds, then send the call again."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Renew:
+    """The vault refused the token, which is now dropped: send again at once with a new one."""
+
+
+class Attempts:
+    """The tries of one call, decided without I/O: what to send and what each outcome means.
+
+    The sync and the async client drive it with the same loop and differ only
+    in how they fetch the token, send and sleep; with the decisions here once,
+    the two cannot drift apart in what they retry, log or raise::
+
+        attempts = Attempts(client, http, method, url, ...)
+        while True:
+            request = attempts.request(token() if attempts.bearer else None)
+            try:
+                response = send(request)
+            except httpx.TransportError as error:
+                step = attempts.failed(error)  # raises ConnectionError when spent
+            else:
+                step = attempts.answered(response)  # raises the call's error when spent
+            if isinstance(step, Done):
+                return step.response
+            if isinstance(step, Wait):
+                sleep(step.seconds)
+
+    Retries follow the client's ``RetryPolicy``. A 401 to a bearer call drops
+    the token and sends once more with a new one, outside the retry count:
+    the token may have been revoked or have expired early (clock skew); if
+    the new one is refused too, that 401 is the answer. One instance serves
+    one call.
+    """
+
+    def __init__(self, client: BaseClient, http: httpx.Client | httpx.AsyncClient,
+                 method: str, url: str, *, idempotent: bool, auth: Auth = None,
+                 errors: ErrorFactory = error_from_response, json: Any = None,
+                 data: dict[str, str] | None = None, params: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        self._client = client
+        self._http = http
+        self._method = method
+        self._url = url
+        self._idempotent = idempotent
+        self._auth = auth
+        self._errors = errors
+        self._content: dict[str, Any] = {"json": json, "data": data, "params": params}
+        self._headers = headers or {}
+        self._retry = 0
+        self._renewed = False
+        self._token: str | None = None
+        self._path = ""
+
+    @property
+    def bearer(self) -> bool:
+        """Whether each try needs the client-credentials token, which the driver fetches."""
+        return self._auth == "bearer"
+
+    def request(self, token: str | None) -> httpx.Request:
+        """The next try, authenticated as the call asks (``token`` for a bearer call)."""
+        headers = dict(self._headers)
+        if self._auth == "bearer":
+            headers["Authorization"] = f"Bearer {token}"
+        elif self._auth == "basic":
+            headers["Authorization"] = self._client._basic_auth()
+        self._token = token
+        request = self._http.build_request(self._method, self._url, headers=headers,
+                                           **self._content)
+        self._path = request.url.path
+        return request
+
+    def failed(self, error: httpx.TransportError) -> Wait:
+        """After a transport failure: wait and try again, or raise ``ConnectionError``."""
+        delay = self._client._retry.after_error(self._retry, error, idempotent=self._idempotent)
+        if delay is None:
+            raise ConnectionError(
+                f"could not reach the vault at {self._client.base_url} "
+                f"({type(error).__name__}: {error})") from error
+        log.info("prefvault: %s %s failed (%s); retry %d in %.2fs", self._method,
+                 self._path, type(error).__name__, self._retry + 1, delay)
+        self._retry += 1
+        return Wait(delay)
+
+    def answered(self, response: httpx.Response) -> Done | Wait | Renew:
+        """After an answer: return it, renew the token, wait and try again, or raise."""
+        log.debug("prefvault: %s %s -> %d", self._method, self._path, response.status_code)
+        if response.is_success:
+            return Done(response)
+        if response.status_code == 401 and self._auth == "bearer" and not self._renewed:
+            release(response)
+            self._client._drop_token(self._token)
+            self._renewed = True
+            return Renew()
+        delay = self._client._retry.after_response(self._retry, response,
+                                                   idempotent=self._idempotent)
+        release(response)
+        if delay is None:
+            raise self._errors(response)
+        log.info("prefvault: %s %s -> %d; retry %d in %.2fs", self._method, self._path,
+                 response.status_code, self._retry + 1, delay)
+        self._retry += 1
+        return Wait(delay)
+
+
 class BaseClient:
     """Configuration and the I/O-free half of ``VaultClient`` / ``AsyncVaultClient``."""
 
@@ -184,6 +320,15 @@ class BaseClient:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(base_url={self._base_url!r}, "
                 f"client_id={self._client_id!r})")
+
+    def _http_settings(self) -> dict[str, Any]:
+        """The httpx client's settings, one set for both clients.
+
+        Redirects are not followed: a call answered with one fails as that
+        answer rather than being sent on, credentials and all, somewhere else.
+        """
+        return {"timeout": self._timeout, "follow_redirects": False,
+                "headers": {"User-Agent": USER_AGENT, "Accept": "application/json"}}
 
     # -- discovery -----------------------------------------------------------------------
 
@@ -280,6 +425,12 @@ class BaseClient:
         return Decision.unreachable(subject, str(channel), str(purpose))
 
     @staticmethod
+    def _unreachable_batch(error: VaultError, chunk: list[str]) -> list[BatchResult]:
+        log.warning("prefvault: vault unreachable (%s); denying a batch of %d "
+                    "(fail closed)", error, len(chunk))
+        return [BatchResult.unreachable(subject) for subject in chunk]
+
+    @staticmethod
     def _batch_size(batch_size: int) -> int:
         if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
@@ -317,20 +468,23 @@ class BaseClient:
         return answers
 
     @staticmethod
-    def _page_size(page_size: int) -> int:
+    def _first_page(page_size: int) -> dict[str, Any]:
+        """The query for the first page of ``GET /subscriptions``."""
         if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
-        return page_size
+        return {"limit": page_size}
 
     @staticmethod
-    def _page(response: httpx.Response) -> tuple[list[Subscription], str | None]:
+    def _page(response: httpx.Response,
+              query: dict[str, Any]) -> tuple[list[Subscription], dict[str, Any] | None]:
+        """A page's subscriptions, and the query for the next page (None after the last)."""
         doc = json_body(response)
         items = doc.get("items") if isinstance(doc, dict) else None
         if not isinstance(items, list):
             raise VaultError("the subscriptions page has no items")
         cursor = doc.get("next_cursor")
-        return [Subscription.from_json(i) for i in items], cursor if isinstance(cursor,
-                                                                                str) else None
+        following = {**query, "cursor": cursor} if isinstance(cursor, str) and cursor else None
+        return [Subscription.from_json(i) for i in items], following
 
     # -- consent receipts ----------------------------------------------------------------
 
@@ -510,7 +664,15 @@ __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_PAGE_SIZE",
     "TOKEN_RENEW_EARLY",
+    "Attempts",
+    "Auth",
     "BaseClient",
+    "Done",
+    "ErrorFactory",
+    "Renew",
+    "Wait",
+    "connect_errors",
     "json_body",
     "release",
+    "token_errors",
 ]

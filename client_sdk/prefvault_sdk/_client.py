@@ -3,7 +3,8 @@
 One client per process is the intended use: it is thread-safe, keeps its
 connections, the discovery document and the client-credentials token, and
 renews the token before it expires. Everything without I/O lives in
-``_base.BaseClient``; this module sends, waits and loops.
+``_base``, down to what each call retries and when it renews the token
+(``_base.Attempts``); this module fetches, sends and sleeps as it is told.
 """
 
 from __future__ import annotations
@@ -15,33 +16,24 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from itertools import islice
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import httpx
 
-from ._base import MAX_BATCH_SIZE, USER_AGENT, BaseClient, json_body, log, release
-from ._cache import DecisionCache
-from ._errors import (
-    ConnectionError,
-    ServerError,
-    VaultError,
-    discovery_error_from_response,
-    error_from_response,
-    oauth_error_from_response,
+from ._base import (
+    MAX_BATCH_SIZE,
+    Attempts,
+    BaseClient,
+    Done,
+    Wait,
+    connect_errors,
+    json_body,
+    token_errors,
 )
+from ._cache import DecisionCache
+from ._errors import ConnectionError, ServerError, discovery_error_from_response
 from ._models import BatchResult, ConnectRequest, ContactReceipt, Decision, Subscription
 from .audit.receipt import Receipt
-
-_Auth = Literal["bearer", "basic"] | None
-_ErrorFactory = Callable[[httpx.Response], VaultError]
-
-
-def _connect_errors(response: httpx.Response) -> VaultError:
-    return oauth_error_from_response(response, connect=True)
-
-
-def _token_errors(response: httpx.Response) -> VaultError:
-    return oauth_error_from_response(response, connect=False)
 
 
 class VaultClient(BaseClient):
@@ -73,10 +65,7 @@ class VaultClient(BaseClient):
         super().__init__(base_url, client_id=client_id, client_secret=client_secret,
                          timeout=timeout, max_retries=max_retries, fail_closed=fail_closed,
                          cache=cache)
-        self._http = httpx.Client(timeout=self._timeout, transport=transport,
-                                  follow_redirects=False,
-                                  headers={"User-Agent": USER_AGENT,
-                                           "Accept": "application/json"})
+        self._http = httpx.Client(transport=transport, **self._http_settings())
         self._discovery_lock = threading.Lock()
         self._token_lock = threading.Lock()
 
@@ -95,54 +84,25 @@ class VaultClient(BaseClient):
 
     # -- transport: retries, token renewal -------------------------------------------------
 
-    def _send(self, method: str, url: str, *, idempotent: bool, auth: _Auth = None,
-              errors: _ErrorFactory = error_from_response, json: Any = None,
-              data: dict[str, str] | None = None, params: dict[str, Any] | None = None,
-              headers: dict[str, str] | None = None) -> httpx.Response:
-        """Send one call, retrying what is safe to retry; a 2xx response or a VaultError."""
-        retry = 0
-        renewed = False
+    def _send(self, method: str, url: str, **call: Any) -> httpx.Response:
+        """Send one call (``call`` as ``Attempts`` takes it): a 2xx response or a VaultError.
+
+        ``Attempts`` decides what to retry, renew, log and raise; this loop
+        only fetches the token, sends and sleeps as it is told.
+        """
+        attempts = Attempts(self, self._http, method, url, **call)
         while True:
-            request_headers = dict(headers or {})
-            token: str | None = None
-            if auth == "bearer":
-                token = self._access_token()
-                request_headers["Authorization"] = f"Bearer {token}"
-            elif auth == "basic":
-                request_headers["Authorization"] = self._basic_auth()
-            request = self._http.build_request(method, url, json=json, data=data,
-                                               params=params, headers=request_headers)
+            request = attempts.request(self._access_token() if attempts.bearer else None)
             try:
                 response = self._http.send(request)
-            except httpx.TransportError as exc:
-                delay = self._retry.after_error(retry, exc, idempotent=idempotent)
-                if delay is None:
-                    raise ConnectionError(
-                        f"could not reach the vault at {self._base_url} "
-                        f"({type(exc).__name__}: {exc})") from exc
-                log.info("prefvault: %s %s failed (%s); retry %d in %.2fs", method,
-                         request.url.path, type(exc).__name__, retry + 1, delay)
-                time.sleep(delay)
-                retry += 1
-                continue
-            log.debug("prefvault: %s %s -> %d", method, request.url.path,
-                      response.status_code)
-            if response.is_success:
-                return response
-            if response.status_code == 401 and auth == "bearer" and not renewed:
-                release(response)
-                # The token may have been revoked or expired early (clock skew): renew once.
-                self._drop_token(token)
-                renewed = True
-                continue
-            delay = self._retry.after_response(retry, response, idempotent=idempotent)
-            release(response)
-            if delay is None:
-                raise errors(response)
-            log.info("prefvault: %s %s -> %d; retry %d in %.2fs", method, request.url.path,
-                     response.status_code, retry + 1, delay)
-            time.sleep(delay)
-            retry += 1
+            except httpx.TransportError as error:
+                step = attempts.failed(error)
+            else:
+                step = attempts.answered(response)
+            if isinstance(step, Done):
+                return step.response
+            if isinstance(step, Wait):
+                time.sleep(step.seconds)
 
     def _ensure_metadata(self) -> None:
         """Read the discovery document once, on first need."""
@@ -166,7 +126,7 @@ class VaultClient(BaseClient):
                 return token
             # Asking for a new token is harmless to repeat, so it may be retried.
             response = self._send("POST", self._endpoint("token_endpoint"), idempotent=True,
-                                  auth="basic", errors=_token_errors,
+                                  auth="basic", errors=token_errors,
                                   data={"grant_type": "client_credentials"})
             return self._accept_token(response)
 
@@ -195,7 +155,7 @@ class VaultClient(BaseClient):
         self._ensure_metadata()
         code, redirect = self._read_callback(callback_url_or_code, state, redirect_uri)
         response = self._send("POST", self._endpoint("token_endpoint"), idempotent=False,
-                              auth="basic", errors=_connect_errors,
+                              auth="basic", errors=connect_errors,
                               data=self._code_exchange(code, code_verifier, redirect))
         return self._connected(response, nonce)
 
@@ -261,9 +221,7 @@ class VaultClient(BaseClient):
         except (ConnectionError, ServerError) as error:
             if not self._fail_closed:
                 raise
-            log.warning("prefvault: vault unreachable (%s); denying a batch of %d "
-                        "(fail closed)", error, len(chunk))
-            return [BatchResult.unreachable(subject) for subject in chunk]
+            return self._unreachable_batch(error, chunk)
         return self._batch_answers(chunk, response)
 
     # -- reporting and reading -------------------------------------------------------------
@@ -309,21 +267,14 @@ class VaultClient(BaseClient):
 
     def subscriptions(self, *, page_size: int = 100) -> Iterator[Subscription]:
         """Every subscription of this merchant, oldest first, fetched a page at a time."""
-        size = self._page_size(page_size)
-        return self._pages(size)
+        return self._pages(self._first_page(page_size))
 
-    def _pages(self, size: int) -> Iterator[Subscription]:
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": size}
-            if cursor:
-                params["cursor"] = cursor
+    def _pages(self, query: dict[str, Any] | None) -> Iterator[Subscription]:
+        while query is not None:
             response = self._send("GET", self._api_url("/subscriptions"), idempotent=True,
-                                  auth="bearer", params=params)
-            items, cursor = self._page(response)
+                                  auth="bearer", params=query)
+            items, query = self._page(response, query)
             yield from items
-            if not cursor:
-                return
 
 
 __all__ = ["VaultClient"]
