@@ -37,8 +37,10 @@ def _vault_with(settings: Settings, keyring: KeyRing, clock: FixedClock,
                 **limits: str) -> Iterator[Vault]:
     """A vault of its own with the given rate limits, so its counters start at zero."""
     app: Flask = create_app(settings.replace(**limits), keyring=keyring, clock=clock)
-    yield Vault(app, app.test_client(), app.extensions["prefvault"], clock)
-    app.extensions["prefvault"].database.dispose()
+    try:
+        yield Vault(app, app.test_client(), app.extensions["prefvault"], clock)
+    finally:
+        app.extensions["prefvault"].database.dispose()
 
 
 @pytest.fixture
@@ -95,6 +97,48 @@ def test_the_api_limit_counts_every_route_of_one_token_together(limited: Vault) 
     other = register_merchant(limited.runtime, "Other Shop")
     assert limited.client.get(f"{API}/subscriptions",
                               headers=token_header(limited.client, other)).status_code == 200
+
+
+def test_the_api_limit_keeps_a_constant_count_per_token_whatever_the_traffic(
+        settings: Settings, keyring: KeyRing, clock: FixedClock) -> None:
+    with _vault_with(settings, keyring, clock, rate_limit_api="100000 per minute") as vault:
+        merchant = register_merchant(vault.runtime)
+        headers = token_header(vault.client, merchant)
+        for _ in range(300):
+            assert vault.client.get(f"{API}/subscriptions", headers=headers).status_code == 200
+        storage = next(iter(vault.app.extensions["limiter"])).limiter.storage
+        api_keys = [key for key in storage.storage if "prefvault-api" in key]
+        assert 1 <= len(api_keys) <= 2  # this window's counter and, at most, the last one's
+        assert sum(storage.storage[key] for key in api_keys) == 300
+        assert not [key for key in storage.events if "prefvault-api" in key]
+
+
+def _redis_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.mark.skipif(not _redis_reachable(REDIS_URL), reason="no Redis at 127.0.0.1:6379")
+def test_with_redis_every_worker_counts_one_token_together(
+        settings: Settings, keyring: KeyRing, clock: FixedClock) -> None:
+    with _vault_with(settings, keyring, clock, redis_url=REDIS_URL,
+                     rate_limit_api="4 per minute") as first, \
+            _vault_with(settings, keyring, clock, redis_url=REDIS_URL,
+                        rate_limit_api="4 per minute") as second:
+        merchant = register_merchant(first.runtime)
+        headers = token_header(first.client, merchant)
+        for worker in (first, second, first, second):
+            assert worker.client.get(f"{API}/subscriptions",
+                                     headers=headers).status_code == 200
+        _assert_429(second.client.get(f"{API}/subscriptions", headers=headers))
+        _assert_429(first.client.get(f"{API}/subscriptions", headers=headers))
 
 
 def test_a_normal_vault_does_not_throttle_ordinary_traffic(vault_app: Vault) -> None:

@@ -24,6 +24,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
 from werkzeug.exceptions import TooManyRequests
 
 from vault.config import Settings
@@ -123,15 +124,32 @@ def api_guard(limiter: Limiter, value: str) -> Callable[[], None]:
     flask-limiter's per-route decorator resolves exemptions, scopes and
     response headers on every call, which cost about a sixth of a decision's
     CPU; the API has one limit per token, so this checks just that, in the
-    same storage and with the same moving window. A limit store that fails
-    lets the request through, as the rest of the limits do.
+    limiter's storage (Redis, or the in-memory fallback while Redis is down).
+
+    It counts with a sliding window counter, not the moving window of the
+    login limits: a moving window keeps one timestamp per request for the
+    whole window (up to the limit, 120,000 a minute by default) and inserts
+    each new one at the front of that list, so its memory and the cost of a
+    hit grow with the traffic. Two counters per token and window cost the
+    same at any rate; the count is the current window's plus the previous
+    one's weighted by how much of it is still inside the last minute, which
+    differs from the exact count only as far as the previous window's
+    requests were unevenly spread over it. A limit store that fails lets the request through, as
+    the rest of the limits do.
     """
     items: list[RateLimitItem] = parse_many(value)
+    counters: list[SlidingWindowCounterRateLimiter] = []
+
+    def counter() -> SlidingWindowCounterRateLimiter:
+        storage = limiter.limiter.storage
+        if not counters or counters[-1].storage is not storage:
+            counters[:] = [SlidingWindowCounterRateLimiter(storage)]
+        return counters[-1]
 
     def guard() -> None:
         key = client_key()
-        strategy = limiter.limiter
         try:
+            strategy = counter()
             for item in items:
                 if not strategy.hit(item, "prefvault-api", key):
                     reset = strategy.get_window_stats(item, "prefvault-api", key).reset_time
